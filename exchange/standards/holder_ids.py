@@ -1,4 +1,4 @@
-"""Holder identifiers: resident identity numbers (GB 11643) and unified social credit codes (GB 32100).
+"""Holder identifiers: resident ID numbers (GB 11643) and unified social credit codes (GB 32100).
 
 Check characters are computed by python-stdnum (``stdnum.cn.ric``, ``stdnum.cn.uscc``); this module
 adds what a government platform needs on top: a reason a person can act on, the field that was
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import re
 from dataclasses import dataclass
 
 from stdnum.cn import ric, uscc
@@ -25,6 +26,7 @@ __all__ = [
     "HolderKind",
     "InvalidIdentifier",
     "mask_id",
+    "mask_ids_in_text",
     "parse_holder_id",
     "validate_ric",
     "validate_uscc",
@@ -33,7 +35,7 @@ __all__ = [
 ID_LENGTH = 18
 
 
-class HolderKind(str, enum.Enum):
+class HolderKind(enum.StrEnum):
     """Who holds a license: a natural person (resident ID) or a legal person (credit code)."""
 
     NATURAL = "natural"
@@ -100,9 +102,7 @@ def validate_ric(value: object, field: str = "holder_id", today: dt.date | None 
             field, number, f"wrong length ({len(number)} characters, expected {ID_LENGTH})"
         )
     if not number[:-1].isdigit() or not (number[-1].isdigit() or number[-1] == "X"):
-        raise InvalidIdentifier(
-            field, number, "bad format (17 digits then a digit or X expected)"
-        )
+        raise InvalidIdentifier(field, number, "bad format (17 digits then a digit or X expected)")
     try:
         birth = ric.get_birth_date(number)
     except InvalidComponent:
@@ -114,7 +114,9 @@ def validate_ric(value: object, field: str = "holder_id", today: dt.date | None 
     except InvalidChecksum:
         raise InvalidIdentifier(field, number, "bad check character") from None
     except InvalidComponent:
-        raise InvalidIdentifier(field, number, "unknown region code") from None
+        raise InvalidIdentifier(
+            field, number, "region code unknown in the birth year (GB/T 2260)"
+        ) from None
     except ValidationError as exc:  # pragma: no cover - covered by the checks above
         raise InvalidIdentifier(field, number, exc.message) from None
     return number
@@ -170,3 +172,13 @@ def parse_holder_id(
             raise InvalidIdentifier(
                 field, number, f"not a resident ID or credit code: {uscc_error.reason}"
             ) from None
+
+
+_ID_IN_TEXT = re.compile(
+    r"(?<![0-9A-Z])([0-9]{17}[0-9X]|[0-9]{8}[0-9A-HJ-NPQRTUWXY]{10})(?![0-9A-Z])"
+)
+
+
+def mask_ids_in_text(text: str) -> str:
+    """Mask every 18-character resident ID or credit code that appears inside free text."""
+    return _ID_IN_TEXT.sub(lambda m: mask_id(m.group(1)), text)

@@ -1,4 +1,4 @@
-"""GB/T 2260 region codes: six digits ``PPCCDD``; the level and the parent chain follow from the code."""
+"""GB/T 2260 region codes: six digits ``PPCCDD``; level and parent chain follow from the code."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from dataclasses import dataclass
 __all__ = ["Region", "RegionLevel", "parent_code", "region_level", "validate_region_code"]
 
 
-class RegionLevel(str, enum.Enum):
+class RegionLevel(enum.StrEnum):
     """The three levels of the shared exchange."""
 
     PROVINCE = "province"

@@ -1,0 +1,405 @@
+"""``govx``: the command line of the exchange for data engineers and admins.
+
+Every command runs the same package code the Airflow DAGs and the API run. Settings come from
+the environment: ``GOVX_HOME`` (data directory, default ``./var``), ``GOVX_CONFIG`` (deployment
+YAML, default ``./config``), ``GOVX_LICENSE_DB_URL`` and ``GOVX_EXCHANGE_DB_URL`` (stores),
+``AIRFLOW_CONN_<ID>`` (department connections; ``$GOVX_HOME/.env`` is read too).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    name="govx",
+    help="govexchange: sync department systems into the shared exchange and the electronic "
+    "license library, and query it by holder ID.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+config_app = typer.Typer(help="Check the deployment configuration.", no_args_is_help=True)
+db_app = typer.Typer(help="Manage the exchange and license databases.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+app.add_typer(db_app, name="db")
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+@app.callback()
+def main(
+    home: Annotated[
+        Path | None,
+        typer.Option(
+            "--home", help="Data directory (sets GOVX_HOME; default ./var).", show_default=False
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            help="Deployment config directory (sets GOVX_CONFIG; default ./config).",
+            show_default=False,
+        ),
+    ] = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Log progress to stderr.")
+    ] = False,
+) -> None:
+    """Read settings, load $GOVX_HOME/.env and set up masked logging."""
+    from exchange.logs import configure_logging
+    from exchange.settings import load_env_file
+
+    if home is not None:
+        os.environ["GOVX_HOME"] = str(home.resolve())
+    if config is not None:
+        os.environ["GOVX_CONFIG"] = str(config.resolve())
+    load_env_file()
+    configure_logging("INFO" if verbose else "WARNING")
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def _deployment():
+    from exchange.config import ConfigError, load_deployment
+
+    try:
+        return load_deployment()
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+
+
+@config_app.command("check")
+def config_check() -> None:
+    """Validate every YAML file of the deployment and summarise it."""
+    deployment = _deployment()
+    from exchange.settings import config_dir
+
+    table = Table(title=f"Deployment {config_dir()}", show_header=True)
+    table.add_column("section")
+    table.add_column("entries", justify="right")
+    table.add_column("ids")
+    for name, items, key in (
+        ("regions", deployment.regions, "code"),
+        ("departments", deployment.departments, "id"),
+        ("license_types", deployment.license_types, "id"),
+        ("sources", deployment.sources, "id"),
+        ("matters", deployment.matters, "name"),
+    ):
+        table.add_row(name, str(len(items)), ", ".join(str(getattr(i, key)) for i in items))
+    console.print(table)
+    console.print("[green]configuration is valid[/]")
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply Alembic migrations to the exchange state and license databases."""
+    from exchange.db import safe_url
+    from exchange.state import ExchangeState
+    from license_store.store import LicenseStore
+
+    with ExchangeState() as state:
+        state.upgrade()
+        console.print(f"exchange state: {safe_url(state.engine.url)} [green]current[/]")
+    with LicenseStore() as store:
+        store.upgrade()
+        console.print(f"license store:  {safe_url(store.engine.url)} [green]current[/]")
+
+
+def _run_with_progress(source_id: str, full_refresh: bool):
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from exchange.sync import SyncContext, land, publish
+
+    context = SyncContext(deployment=_deployment())
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:,} rows"),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=False,
+    ) as progress:
+        task = progress.add_task(f"{source_id}: extract + land", total=None)
+        landed = land(
+            source_id,
+            full_refresh=full_refresh,
+            context=context,
+            on_rows=lambda n: progress.advance(task, n),
+        )
+        progress.update(task, total=landed.rows_read, completed=landed.rows_read)
+        gate = progress.add_task(f"{source_id}: gate + publish", total=landed.rows_read or None)
+        run = publish(landed.run_id, context=context, on_rows=lambda n: progress.advance(gate, n))
+        progress.update(gate, completed=landed.rows_read)
+    return run
+
+
+@app.command()
+def sync(
+    source_id: Annotated[str, typer.Argument(help="Source id from sources.yaml.")],
+    full_refresh: Annotated[
+        bool, typer.Option("--full-refresh", help="Ignore the saved cursor and read everything.")
+    ] = False,
+) -> None:
+    """Sync one source now: extract, land, gate, publish licenses, advance the cursor."""
+    from exchange.sync import RunFailed
+
+    deployment = _deployment()
+    if source_id not in deployment.source_by_id:
+        raise _fail(
+            f"unknown source {source_id!r}; configured: {', '.join(deployment.source_by_id)}"
+        )
+    try:
+        run = _run_with_progress(source_id, full_refresh)
+    except RunFailed as exc:
+        raise _fail(str(exc)) from None
+    console.print(_runs_table([run], title=f"run {run.run_id}"))
+
+
+def _runs_table(runs: list, title: str) -> Table:
+    table = Table(title=title)
+    for column in (
+        "source",
+        "run",
+        "status",
+        "mode",
+        "read",
+        "loaded",
+        "held",
+        "new",
+        "updated",
+        "cursor after",
+        "seconds",
+    ):
+        table.add_column(
+            column,
+            justify="right"
+            if column in {"read", "loaded", "held", "new", "updated", "seconds"}
+            else "left",
+        )
+    for run in runs:
+        table.add_row(
+            run.source_id,
+            run.run_id,
+            run.status.value,
+            "full" if run.cursor_before is None else "incremental",
+            *(
+                f"{v:,}" if v is not None else "-"
+                for v in (
+                    run.rows_read,
+                    run.rows_loaded,
+                    run.rows_quarantined,
+                    run.licenses_inserted,
+                    run.licenses_updated,
+                )
+            ),
+            str(run.cursor_after) if run.cursor_after is not None else "-",
+            f"{run.duration_s:.1f}" if run.duration_s is not None else "-",
+        )
+    return table
+
+
+@app.command()
+def runs(
+    source_id: Annotated[str | None, typer.Argument(help="Only this source.")] = None,
+    limit: Annotated[int, typer.Option(help="How many runs.", min=1)] = 20,
+) -> None:
+    """Show the run history (newest first), with failures and their reasons."""
+    from exchange.state import ExchangeState
+
+    with ExchangeState() as state:
+        state.upgrade()
+        history = state.runs(source_id, limit=limit)
+    if not history:
+        console.print("no runs recorded yet")
+        return
+    console.print(_runs_table(history, title="sync runs"))
+    for run in history:
+        if run.error:
+            err_console.print(f"[red]{run.run_id}[/] {run.source_id}: {run.error}", highlight=False)
+
+
+def _lookup_via_api(holder_id: str, store_url: str | None = None) -> tuple[int, dict]:
+    """Ask the intake API (in process) exactly as an intake system would over HTTP."""
+    from fastapi.testclient import TestClient
+    from license_store.api import create_app
+
+    from license_store.store import LicenseStore
+
+    with LicenseStore(store_url) as store, TestClient(create_app(store)) as client:
+        response = client.get(f"/v1/holders/{holder_id}/licenses")
+    return response.status_code, response.json()
+
+
+def _print_licenses(payload: dict, unmask: bool) -> None:
+    from exchange.standards import mask_ids_in_text
+
+    def show(text: object) -> str:
+        value = "" if text is None else str(text)
+        return value if unmask else mask_ids_in_text(value)
+
+    holder = payload["holder"]
+    table = Table(title=f"licenses of {holder['id']} ({holder['kind']} person): {payload['count']}")
+    for column in ("license", "number", "issuer", "issued", "valid to", "status", "v", "face"):
+        table.add_column(column, overflow="fold")
+    for lic in payload["licenses"]:
+        face = "; ".join(f"{k}={show(v)}" for k, v in lic["face"].items())
+        table.add_row(
+            f"{lic['type_name']}\n[dim]{lic['license_id']}[/]",
+            show(lic["number"]),
+            lic["issuer"]["name"],
+            lic["issue_date"],
+            lic["valid_to"] or "长期",
+            lic["status"],
+            str(lic["version"]),
+            face,
+        )
+    console.print(table)
+
+
+@app.command()
+def licenses(
+    holder_id: Annotated[
+        str, typer.Argument(help="Resident ID number or unified social credit code.")
+    ],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the API's JSON response.")] = False,
+    unmask: Annotated[
+        bool, typer.Option("--unmask", help="Show ID numbers inside licenses unmasked.")
+    ] = False,
+) -> None:
+    """Show a holder's current licenses, as the intake API returns them."""
+    status, payload = _lookup_via_api(holder_id)
+    if status != 200:
+        raise _fail(payload.get("detail", f"HTTP {status}"))
+    if as_json:
+        text = json.dumps(payload, ensure_ascii=False, indent=2)
+        if not unmask:
+            from exchange.standards import mask_ids_in_text
+
+            text = mask_ids_in_text(text)
+        console.print_json(text)
+    else:
+        _print_licenses(payload, unmask)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    workers: Annotated[int, typer.Option(help="Worker processes.", min=1)] = 1,
+) -> None:
+    """Serve the intake API (OpenAPI docs at /docs)."""
+    import uvicorn
+
+    uvicorn.run(
+        "license_store.api:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="info",
+    )
+
+
+@app.command()
+def demo(
+    persons: Annotated[
+        int, typer.Option(help="Residents in the sample household registry.", min=100)
+    ] = 12_000,
+    airflow: Annotated[
+        bool,
+        typer.Option(
+            "--airflow/--no-airflow",
+            help="Run the sync DAGs with `airflow dags test` (default) or directly.",
+        ),
+    ] = True,
+) -> None:
+    """Build the sample Guangdong deployment end to end and show what an intake window sees.
+
+    Generates the department systems (fixed seed), runs every source's sync DAG, simulates a day
+    of changes and syncs again incrementally, then fetches a sample applicant's licenses through
+    the intake API.
+    """
+    from exchange.demo import (
+        connection_env,
+        generate_department_systems,
+        sample_applicant,
+        simulate_changes,
+    )
+    from exchange.settings import ENV_FILE_NAME, govx_home
+    from exchange.standards import mask_id
+
+    deployment = _deployment()
+    home = govx_home()
+    started = time.perf_counter()
+    console.rule("[bold]govexchange demo")
+    console.print(f"data directory: {home}")
+    with console.status("generating department systems ..."):
+        systems = generate_department_systems(home / "departments", persons=persons)
+    for system in systems:
+        console.print(f"  {system.source_id:32} {system.rows:>7,} rows  ({system.table})")
+    env = connection_env(systems)
+    (home / ENV_FILE_NAME).write_text(
+        "".join(f"{k}='{v}'\n" for k, v in sorted(env.items())), encoding="utf-8"
+    )
+    os.environ.update(env)
+    source_ids = [s.id for s in deployment.sources]
+
+    if airflow:
+        from exchange.scheduler import airflow_env, migrate_airflow_db, run_dag_test
+
+        airflow_environment = airflow_env(env)
+        with console.status("migrating Airflow's metadata database ..."):
+            migrate_airflow_db(airflow_environment)
+        for source_id in source_ids:
+            with console.status(f"airflow dags test sync__{source_id} ..."):
+                run_dag_test(f"sync__{source_id}", airflow_environment)
+            console.print(f"  [green]✓[/] airflow dags test sync__{source_id}")
+    else:
+        for source_id in source_ids:
+            _run_with_progress(source_id, full_refresh=False)
+
+    from exchange.state import ExchangeState
+
+    console.print("simulating a day of changes in the department systems ...")
+    changed = simulate_changes(systems)
+    for source_id in source_ids:
+        _run_with_progress(source_id, full_refresh=False)
+    with ExchangeState() as state:
+        state.upgrade()
+        history = state.runs(limit=2 * len(source_ids))
+    console.print(
+        _runs_table(list(reversed(history)), title="sync runs (first full, then incremental)")
+    )
+    console.print(f"changed rows per source: {changed}")
+
+    holder = sample_applicant(systems)
+    status, payload = _lookup_via_api(holder)
+    console.rule(f"[bold]intake lookup: GET /v1/holders/{mask_id(holder)}/licenses -> {status}")
+    _print_licenses(payload, unmask=False)
+    console.print(
+        f"[green]demo finished in {time.perf_counter() - started:.0f} s.[/] Try: "
+        f"`govx licenses <ID>`, `govx runs`, `govx serve` (data in {home})."
+    )
+
+
+def run() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,176 @@
+"""The lake: Parquet landing of every sync run, and the quarantine of rows the quality gate held.
+
+Layout under ``$GOVX_HOME/lake`` (or ``GOVX_LAKE_DIR``)::
+
+    landing/<source_id>/<run_id>/part-00000.parquet ... manifest.json
+    quarantine/<source_id>/<run_id>/rows.parquet
+
+A run's landing folder is written under a temporary name and renamed into place only once its
+files and manifest are complete, so a reader never sees half a batch.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import shutil
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+__all__ = [
+    "LandingWriter",
+    "Manifest",
+    "landed_batches",
+    "landing_dir",
+    "quarantine_dir",
+    "read_manifest",
+    "write_quarantine",
+]
+
+MANIFEST = "manifest.json"
+ROWS_PER_FILE = 1_000_000
+COMPRESSION = "zstd"
+
+
+def _lake(lake: Path | None) -> Path:
+    if lake is not None:
+        return Path(lake)
+    from exchange.settings import lake_dir
+
+    return lake_dir()
+
+
+def landing_dir(source_id: str, run_id: str, lake: Path | None = None) -> Path:
+    return _lake(lake) / "landing" / source_id / run_id
+
+
+def quarantine_dir(source_id: str, run_id: str, lake: Path | None = None) -> Path:
+    return _lake(lake) / "quarantine" / source_id / run_id
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What a landing folder holds: enough to check it and to resume from it."""
+
+    source_id: str
+    run_id: str
+    rows: int
+    files: list[str]
+    schema: list[dict[str, str]]
+    cursor_before: Any
+    cursor_after: Any
+    sha256: str
+    written_at: str
+
+
+def _file_sha256(path: Path, digest: Any) -> None:
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+
+
+class LandingWriter:
+    """Writes one run's batches as Parquet parts, then a manifest, then publishes the folder."""
+
+    def __init__(
+        self,
+        source_id: str,
+        run_id: str,
+        schema: pa.Schema,
+        lake: Path | None = None,
+        rows_per_file: int = ROWS_PER_FILE,
+    ) -> None:
+        self.source_id = source_id
+        self.run_id = run_id
+        self.schema = schema
+        self.final_dir = landing_dir(source_id, run_id, lake)
+        self.tmp_dir = self.final_dir.with_name(f".{run_id}.tmp")
+        if self.tmp_dir.exists():
+            shutil.rmtree(self.tmp_dir)
+        self.tmp_dir.mkdir(parents=True)
+        self.rows_per_file = rows_per_file
+        self.rows = 0
+        self._files: list[str] = []
+        self._writer: pq.ParquetWriter | None = None
+        self._rows_in_file = 0
+
+    def _open_part(self) -> pq.ParquetWriter:
+        name = f"part-{len(self._files):05d}.parquet"
+        self._files.append(name)
+        self._rows_in_file = 0
+        return pq.ParquetWriter(self.tmp_dir / name, self.schema, compression=COMPRESSION)
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        if batch.num_rows == 0:
+            return
+        if self._writer is None or self._rows_in_file >= self.rows_per_file:
+            if self._writer is not None:
+                self._writer.close()
+            self._writer = self._open_part()
+        self._writer.write_batch(batch.cast(self.schema) if batch.schema != self.schema else batch)
+        self._rows_in_file += batch.num_rows
+        self.rows += batch.num_rows
+
+    def close(self, cursor_before: Any, cursor_after: Any) -> Manifest:
+        """Finish the files, write the manifest and move the folder into place."""
+        if self._writer is None:  # an empty run still lands a (schema-only) file
+            self._writer = self._open_part()
+        self._writer.close()
+        digest = hashlib.sha256()
+        for name in self._files:
+            _file_sha256(self.tmp_dir / name, digest)
+        manifest = Manifest(
+            source_id=self.source_id,
+            run_id=self.run_id,
+            rows=self.rows,
+            files=list(self._files),
+            schema=[{"name": f.name, "type": str(f.type)} for f in self.schema],
+            cursor_before=cursor_before,
+            cursor_after=cursor_after,
+            sha256=digest.hexdigest(),
+            written_at=dt.datetime.now(dt.UTC).isoformat(),
+        )
+        (self.tmp_dir / MANIFEST).write_text(
+            json.dumps(asdict(manifest), ensure_ascii=False, indent=2, default=str),
+            encoding="utf-8",
+        )
+        if self.final_dir.exists():
+            shutil.rmtree(self.final_dir)
+        self.tmp_dir.rename(self.final_dir)
+        return manifest
+
+    def abort(self) -> None:
+        """Drop what was written (the run failed before landing)."""
+        if self._writer is not None:
+            self._writer.close()
+        shutil.rmtree(self.tmp_dir, ignore_errors=True)
+
+
+def read_manifest(folder: Path) -> Manifest:
+    """Read a landing folder's manifest; ``FileNotFoundError`` if the run never finished landing."""
+    data = json.loads((Path(folder) / MANIFEST).read_text(encoding="utf-8"))
+    return Manifest(**data)
+
+
+def landed_batches(folder: Path, batch_size: int = 10_000) -> Iterator[pa.RecordBatch]:
+    """Stream a landed run's rows back in record batches."""
+    manifest = read_manifest(folder)
+    for name in manifest.files:
+        yield from pq.ParquetFile(Path(folder) / name).iter_batches(batch_size=batch_size)
+
+
+def write_quarantine(
+    source_id: str, run_id: str, table: pa.Table, lake: Path | None = None
+) -> Path:
+    """Keep held rows (with their masked reasons) for review and replay."""
+    folder = quarantine_dir(source_id, run_id, lake)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "rows.parquet"
+    pq.write_table(table, path, compression=COMPRESSION)
+    return path

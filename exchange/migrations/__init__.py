@@ -1,0 +1,1 @@
+"""Alembic migrations of the exchange state database (sync runs and source cursors)."""

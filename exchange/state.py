@@ -1,0 +1,235 @@
+"""Sync runs and source cursors: the exchange's memory of what it has pulled and how far.
+
+A run goes ``running`` -> ``landed`` (its batch is in the lake) -> ``succeeded`` (licenses
+published, cursor advanced) or ``failed``. The cursor of a source only moves in the same
+transaction that marks its run succeeded, so a run killed at any point is simply re-done from the
+old cursor (the license upsert is idempotent: unchanged content writes nothing).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from exchange.db import current_revision, head_revision, make_engine, migrate
+
+__all__ = ["ExchangeState", "RunRecord", "RunStatus", "metadata", "new_run_id"]
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+metadata = sa.MetaData()
+
+sync_runs = sa.Table(
+    "sync_runs",
+    metadata,
+    sa.Column("run_id", sa.String(64), primary_key=True),
+    sa.Column("source_id", sa.String(64), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("full_refresh", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("landed_at", sa.DateTime(timezone=True)),
+    sa.Column("finished_at", sa.DateTime(timezone=True)),
+    sa.Column("cursor_before", sa.JSON),
+    sa.Column("cursor_after", sa.JSON),
+    sa.Column("rows_read", sa.Integer),
+    sa.Column("rows_loaded", sa.Integer),
+    sa.Column("rows_quarantined", sa.Integer),
+    sa.Column("licenses_inserted", sa.Integer),
+    sa.Column("licenses_updated", sa.Integer),
+    sa.Column("licenses_unchanged", sa.Integer),
+    sa.Column("landing_path", sa.Text),
+    sa.Column("error", sa.Text),
+    sa.Index("ix_sync_runs_source_started", "source_id", "started_at"),
+)
+
+source_cursors = sa.Table(
+    "source_cursors",
+    metadata,
+    sa.Column("source_id", sa.String(64), primary_key=True),
+    sa.Column("cursor_value", sa.JSON),
+    sa.Column("run_id", sa.String(64), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+
+class RunStatus(enum.StrEnum):
+    RUNNING = "running"
+    LANDED = "landed"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One sync run as recorded."""
+
+    run_id: str
+    source_id: str
+    status: RunStatus
+    full_refresh: bool
+    started_at: dt.datetime
+    landed_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    cursor_before: Any
+    cursor_after: Any
+    rows_read: int | None
+    rows_loaded: int | None
+    rows_quarantined: int | None
+    licenses_inserted: int | None
+    licenses_updated: int | None
+    licenses_unchanged: int | None
+    landing_path: str | None
+    error: str | None
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds()
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def new_run_id() -> str:
+    """A sortable, unique run id: ``<UTC timestamp>-<random>``."""
+    stamp = _now().strftime("%Y%m%dT%H%M%S%fZ")
+    return f"{stamp}-{uuid.uuid4().hex[:8]}"
+
+
+def _record(row: sa.Row) -> RunRecord:
+    data = dict(row._mapping)
+    for key in ("started_at", "landed_at", "finished_at"):
+        value = data[key]
+        if value is not None and value.tzinfo is None:  # SQLite drops the zone; we store UTC
+            data[key] = value.replace(tzinfo=dt.UTC)
+    data["status"] = RunStatus(data["status"])
+    return RunRecord(**data)
+
+
+class ExchangeState:
+    """Run records and cursors in the exchange state database (``GOVX_EXCHANGE_DB_URL``)."""
+
+    def __init__(self, url: str | None = None) -> None:
+        if url is None:
+            from exchange.settings import exchange_db_url
+
+            url = exchange_db_url()
+        self.engine = make_engine(url)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> ExchangeState:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def upgrade(self) -> None:
+        """Apply the state database's migrations (idempotent)."""
+        if current_revision(self.engine) != head_revision(MIGRATIONS):
+            migrate(self.engine, MIGRATIONS)
+
+    def cursor(self, source_id: str) -> Any | None:
+        """The saved watermark of a source, or ``None`` if it never synced."""
+        with self.engine.connect() as conn:
+            return conn.execute(
+                sa.select(source_cursors.c.cursor_value).where(
+                    source_cursors.c.source_id == source_id
+                )
+            ).scalar_one_or_none()
+
+    def start_run(self, source_id: str, cursor_before: Any, full_refresh: bool) -> str:
+        run_id = new_run_id()
+        with self.engine.begin() as conn:
+            conn.execute(
+                sync_runs.insert().values(
+                    run_id=run_id,
+                    source_id=source_id,
+                    status=RunStatus.RUNNING.value,
+                    full_refresh=full_refresh,
+                    started_at=_now(),
+                    cursor_before=cursor_before,
+                )
+            )
+        return run_id
+
+    def mark_landed(
+        self, run_id: str, rows_read: int, cursor_after: Any, landing_path: str
+    ) -> None:
+        self._update(
+            run_id,
+            status=RunStatus.LANDED.value,
+            landed_at=_now(),
+            rows_read=rows_read,
+            cursor_after=cursor_after,
+            landing_path=landing_path,
+        )
+
+    def finish_run(
+        self,
+        run: RunRecord,
+        *,
+        rows_loaded: int,
+        rows_quarantined: int,
+        inserted: int,
+        updated: int,
+        unchanged: int,
+    ) -> RunRecord:
+        """Mark a landed run succeeded and advance its source's cursor, in one transaction."""
+        now = _now()
+        with self.engine.begin() as conn:
+            conn.execute(
+                sync_runs.update()
+                .where(sync_runs.c.run_id == run.run_id)
+                .values(
+                    status=RunStatus.SUCCEEDED.value,
+                    finished_at=now,
+                    rows_loaded=rows_loaded,
+                    rows_quarantined=rows_quarantined,
+                    licenses_inserted=inserted,
+                    licenses_updated=updated,
+                    licenses_unchanged=unchanged,
+                )
+            )
+            values = {"cursor_value": run.cursor_after, "run_id": run.run_id, "updated_at": now}
+            moved = conn.execute(
+                source_cursors.update()
+                .where(source_cursors.c.source_id == run.source_id)
+                .values(**values)
+            ).rowcount
+            if not moved:
+                conn.execute(source_cursors.insert().values(source_id=run.source_id, **values))
+        return self.run(run.run_id)
+
+    def fail_run(self, run_id: str, error: str) -> None:
+        self._update(run_id, status=RunStatus.FAILED.value, finished_at=_now(), error=error[:4000])
+
+    def _update(self, run_id: str, **values: Any) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(sync_runs.update().where(sync_runs.c.run_id == run_id).values(**values))
+
+    def run(self, run_id: str) -> RunRecord:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(sync_runs).where(sync_runs.c.run_id == run_id)
+            ).one_or_none()
+        if row is None:
+            raise KeyError(f"unknown run {run_id!r}")
+        return _record(row)
+
+    def runs(self, source_id: str | None = None, limit: int = 20) -> list[RunRecord]:
+        """The most recent runs first."""
+        query = sa.select(sync_runs).order_by(sync_runs.c.started_at.desc()).limit(limit)
+        if source_id is not None:
+            query = query.where(sync_runs.c.source_id == source_id)
+        with self.engine.connect() as conn:
+            return [_record(row) for row in conn.execute(query)]
