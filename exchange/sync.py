@@ -31,7 +31,6 @@ __all__ = ["RunFailed", "SyncContext", "land", "publish", "sync"]
 log = logging.getLogger("govexchange.sync")
 
 ProgressCallback = Callable[[int], None]
-DEFAULT_BATCH_SIZE = 5000
 
 
 class RunFailed(RuntimeError):
@@ -102,7 +101,6 @@ def land(
             primary_key=source.primary_key,
             cursor_column=source.cursor,
             since=since,
-            batch_size=int(source.connector.options.get("batch_size", DEFAULT_BATCH_SIZE)),
         )
         extraction = connector_class(source.connector.kind)(request).extract()
         writer = LandingWriter(source_id, run_id, extraction.schema)
@@ -110,7 +108,7 @@ def land(
             writer.write(batch)
             if on_rows:
                 on_rows(batch.num_rows)
-        cursor_after = extraction.cursor_after if extraction.rows_read else since
+        cursor_after = extraction.cursor_after
         writer.close(since, cursor_after)
         state.mark_landed(run_id, writer.rows, cursor_after, str(writer.final_dir))
     except Exception as exc:
