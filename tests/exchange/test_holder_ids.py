@@ -144,3 +144,9 @@ def test_error_message_never_contains_the_raw_id() -> None:
     with pytest.raises(InvalidIdentifier) as info:
         validate_ric(broken, field="mother_id")
     assert str(info.value) == "mother_id: bad check character (1101**********0021)"
+
+
+@pytest.mark.parametrize("first17", ["44999919900101123", "44060419600101123"])
+def test_unknown_region_codes(first17: str) -> None:
+    with pytest.raises(InvalidIdentifier, match="region code unknown"):
+        validate_ric(with_check(first17))
