@@ -113,7 +113,7 @@ def validate_ric(value: object, field: str = "holder_id", today: dt.date | None 
         ric.validate(number)
     except InvalidChecksum:
         raise InvalidIdentifier(field, number, "bad check character") from None
-    except InvalidComponent:
+    except (InvalidComponent, KeyError):  # stdnum raises KeyError for some unknown counties
         raise InvalidIdentifier(
             field, number, "region code unknown in the birth year (GB/T 2260)"
         ) from None
