@@ -315,6 +315,23 @@ def serve(
     )
 
 
+def _reset_demo_home(home: Path) -> None:
+    """Start the demo from a clean slate: its stores and lake live under the data directory."""
+    import shutil
+
+    for variable in ("GOVX_LICENSE_DB_URL", "GOVX_EXCHANGE_DB_URL", "GOVX_LAKE_DIR"):
+        if os.environ.get(variable):
+            raise _fail(
+                f"govx demo runs on the embedded default and resets it; unset {variable} "
+                "(or point GOVX_HOME at a scratch directory)"
+            )
+    for folder in ("lake", "departments"):
+        shutil.rmtree(home / folder, ignore_errors=True)
+    for pattern in ("licenses.db*", "exchange.db*"):
+        for path in home.glob(pattern):
+            path.unlink()
+
+
 @app.command()
 def demo(
     persons: Annotated[
@@ -348,6 +365,7 @@ def demo(
     started = time.perf_counter()
     console.rule("[bold]govexchange demo")
     console.print(f"data directory: {home}")
+    _reset_demo_home(home)
     with console.status("generating department systems ..."):
         systems = generate_department_systems(home / "departments", persons=persons)
     for system in systems:

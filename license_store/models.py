@@ -1,0 +1,111 @@
+"""The license store's tables (SQLAlchemy Core); the Alembic migrations create exactly these.
+
+- ``licenses``: one row per license, its current version. The natural key is
+  ``(type_code, holder_id, number)`` -- a marriage certificate has the same number for both
+  spouses. ``license_base`` (the identifier without version and check) is the license's identity
+  across versions; ``license_id`` is the current full identifier.
+- ``license_versions``: every version ever stored, with its content as JSON (全程留痕、过往可溯).
+- ``license_sequences``: the last serial used per ``(type_code, issuer_code, year)``.
+
+A test compares this metadata with the migrated schema, so a change here needs a migration.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    Column,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+__all__ = ["license_sequences", "license_versions", "licenses", "metadata"]
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+# A 64-bit key on PostgreSQL, SQLite's rowid alias (INTEGER PRIMARY KEY) on SQLite.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+licenses = Table(
+    "licenses",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("license_base", String(160), nullable=False, unique=True),
+    Column("license_id", String(170), nullable=False, unique=True),
+    Column("type_code", String(32), nullable=False),
+    Column("type_name", Text, nullable=False),
+    Column("issuer_code", String(18), nullable=False),
+    Column("issuer_name", Text, nullable=False),
+    Column("sequence", String(16), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("region_code", String(6), nullable=False),
+    Column("holder_id", String(18), nullable=False),
+    Column("holder_kind", String(8), nullable=False),
+    Column("holder_name", Text, nullable=False),
+    Column("number", String(128), nullable=False),
+    Column("issue_date", Date, nullable=False),
+    Column("valid_from", Date, nullable=True),
+    Column("valid_to", Date, nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("face", JSON, nullable=False),
+    Column("content_hash", String(64), nullable=False),
+    Column("source_id", String(64), nullable=False),
+    Column("run_id", String(64), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("type_code", "holder_id", "number"),
+    CheckConstraint("status IN ('valid', 'expired', 'revoked', 'suspended')", name="status"),
+    CheckConstraint("holder_kind IN ('natural', 'legal')", name="holder_kind"),
+    CheckConstraint("version BETWEEN 1 AND 999", name="version"),
+    # Lookup by holder, already in the order readers get: no sort step.
+    Index("ix_licenses_holder_id", "holder_id", "type_code", "issue_date"),
+)
+
+license_versions = Table(
+    "license_versions",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column(
+        "license_base",
+        String(160),
+        ForeignKey("licenses.license_base", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("version", Integer, nullable=False),
+    # Derived from (license_base, version), whose uniqueness covers it: no second index.
+    Column("license_id", String(170), nullable=False),
+    Column("content_hash", String(64), nullable=False),
+    Column("content", JSON, nullable=False),
+    Column("source_id", String(64), nullable=False),
+    Column("run_id", String(64), nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("license_base", "version"),
+)
+
+license_sequences = Table(
+    "license_sequences",
+    metadata,
+    Column("type_code", String(32), primary_key=True),
+    Column("issuer_code", String(18), primary_key=True),
+    Column("year", Integer, primary_key=True),
+    Column("last_serial", Integer, nullable=False),
+    CheckConstraint("last_serial BETWEEN 0 AND 9999999", name="last_serial"),
+)

@@ -1,0 +1,545 @@
+"""The electronic license library's storage: bulk upsert with versions, lookups by holder and id.
+
+:class:`LicenseStore` reaches SQLite (embedded default) or PostgreSQL (production) through a URL.
+Writes are bulk and transactional: one :meth:`LicenseStore.upsert` call commits everything or
+nothing. A record whose content is unchanged writes nothing; a changed one becomes a new version
+with a new identifier (version part and check character), and every version is kept in
+``license_versions``. Every database error leaves this module as a :mod:`license_store.errors`
+exception (translated in :func:`license_store.database.translate_errors`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self
+
+from sqlalchemy import Select, bindparam, func, select
+from sqlalchemy.engine import Connection, Row
+
+from exchange.standards.holder_ids import HolderKind, mask_id
+from exchange.standards.license_ids import LicenseIdentifier, parse_license_id
+from license_store import migrations
+from license_store.database import (
+    WRITE_OPTION,
+    JSONText,
+    bulk_insert,
+    create_store_engine,
+    refresh_statistics,
+    safe_url,
+    translate_errors,
+    upsert_insert,
+)
+from license_store.errors import (
+    ConflictError,
+    LicenseNotFound,
+    LicenseStoreError,
+    SchemaNotCurrent,
+)
+from license_store.models import license_sequences, license_versions, licenses
+from license_store.records import (
+    License,
+    LicenseRecord,
+    LicenseVersion,
+    canonical_json,
+    content_of,
+    effective_status,
+    hash_text,
+)
+
+__all__ = [
+    "CHINA_STANDARD_TIME",
+    "LicenseStore",
+    "UpsertResult",
+    "china_today",
+    "select_holder_licenses",
+]
+
+log = logging.getLogger("govexchange.license_store")
+
+DEFAULT_BATCH_SIZE = 2_000
+MAX_SERIAL = 9_999_999
+MAX_VERSION = 999
+# Validity dates are Beijing dates: a license valid to 2025-06-30 expires at midnight there.
+CHINA_STANDARD_TIME = dt.timezone(dt.timedelta(hours=8), "CST")
+
+# Columns an upsert copies from a record (the rest are identity, bookkeeping or derived).
+_RECORD_COLUMNS = (
+    "type_code",
+    "type_name",
+    "issuer_code",
+    "issuer_name",
+    "region_code",
+    "holder_id",
+    "holder_kind",
+    "holder_name",
+    "number",
+    "issue_date",
+    "valid_from",
+    "valid_to",
+    "status",
+    "source_id",
+    "run_id",
+)
+# A batch's holder look-up binds one parameter per record; stay under SQLite's 32766 limit.
+_MAX_BATCH_SIZE = 10_000
+
+
+def china_today() -> dt.date:
+    """Today's date in China (UTC+8, no daylight saving)."""
+    return dt.datetime.now(CHINA_STANDARD_TIME).date()
+
+
+def _utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class UpsertResult:
+    """What an upsert did: licenses inserted, updated (new version) and left unchanged."""
+
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+
+    def __add__(self, other: UpsertResult) -> UpsertResult:
+        return UpsertResult(
+            self.inserted + other.inserted,
+            self.updated + other.updated,
+            self.unchanged + other.unchanged,
+        )
+
+    @property
+    def total(self) -> int:
+        return self.inserted + self.updated + self.unchanged
+
+
+def select_holder_licenses(holder_id: str) -> Select[Any]:
+    """The statement :meth:`LicenseStore.licenses_for_holder` runs (served by the holder index)."""
+    return (
+        select(licenses)
+        .where(licenses.c.holder_id == holder_id)
+        .order_by(licenses.c.holder_id, licenses.c.type_code, licenses.c.issue_date, licenses.c.id)
+    )
+
+
+def _aware(value: dt.datetime) -> dt.datetime:
+    """SQLite hands back naive datetimes; the store writes UTC."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
+
+
+def _license_from_row(row: Row[Any], today: dt.date) -> License:
+    return License(
+        license_id=row.license_id,
+        type_code=row.type_code,
+        type_name=row.type_name,
+        number=row.number,
+        issuer_code=row.issuer_code,
+        issuer_name=row.issuer_name,
+        region_code=row.region_code,
+        holder_id=row.holder_id,
+        holder_kind=row.holder_kind,
+        holder_code_type=HolderKind(row.holder_kind).code_type,
+        holder_name=row.holder_name,
+        issue_date=row.issue_date,
+        valid_from=row.valid_from,
+        valid_to=row.valid_to,
+        status=effective_status(row.status, row.valid_to, today),
+        version=row.version,
+        face=dict(row.face),
+        updated_at=_aware(row.updated_at),
+    )
+
+
+def _shown_license_id(license_id: str) -> str:
+    text = str(license_id)
+    return text if len(text) <= 200 else text[:199] + "…"
+
+
+class LicenseStore:
+    """The license library on one database (SQLite or PostgreSQL), reached by URL.
+
+    ``url`` defaults to :func:`exchange.settings.license_db_url`. ``today`` tells the date used to
+    evaluate validity at read time (Beijing date by default). Use as a context manager or call
+    :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        today: Callable[[], dt.date] = china_today,
+    ) -> None:
+        if url is None:
+            from exchange.settings import license_db_url
+
+            url = license_db_url()
+        if not 1 <= batch_size <= _MAX_BATCH_SIZE:
+            raise ValueError(f"batch_size must be 1..{_MAX_BATCH_SIZE}, got {batch_size}")
+        self.url = safe_url(url)
+        self.batch_size = batch_size
+        self._today = today
+        with translate_errors(self.url):
+            self._engine = create_store_engine(url)
+        self._schema_checked = False
+
+    def __repr__(self) -> str:
+        return f"LicenseStore({self.url!r})"
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the connection pool."""
+        self._engine.dispose()
+
+    # -- schema -------------------------------------------------------------------------------
+
+    def upgrade(self) -> None:
+        """Apply the migrations up to head."""
+        migrations.upgrade(self._engine)
+        self._schema_checked = True
+
+    def is_current(self) -> bool:
+        """Whether the schema is at this code's head revision."""
+        return migrations.is_current(self._engine)
+
+    def _require_current_schema(self) -> None:
+        if self._schema_checked:
+            return
+        current = migrations.current_revision(self._engine)
+        head = migrations.head_revision()
+        if current != head:
+            raise SchemaNotCurrent(
+                f"license store at {self.url} is at schema revision {current or 'none'}, "
+                f"this code needs {head}: run LicenseStore.upgrade() to apply the migrations"
+            )
+        self._schema_checked = True
+
+    # -- connections --------------------------------------------------------------------------
+
+    @contextmanager
+    def _reading(self) -> Iterator[Connection]:
+        with translate_errors(self.url):
+            self._require_current_schema()
+            with self._engine.connect() as conn:
+                yield conn
+
+    @contextmanager
+    def _writing(self) -> Iterator[Connection]:
+        """One transaction; on SQLite it takes the write lock up front (BEGIN IMMEDIATE)."""
+        with translate_errors(self.url):
+            self._require_current_schema()
+            with self._engine.connect() as conn:
+                conn.execution_options(**{WRITE_OPTION: True})
+                with conn.begin():
+                    yield conn
+
+    # -- writes -------------------------------------------------------------------------------
+
+    def upsert(self, records: Iterable[LicenseRecord]) -> UpsertResult:
+        """Insert new licenses, version changed ones, skip unchanged ones: all in one transaction.
+
+        Records with the same natural key ``(type_code, holder_id, number)`` in one call: the
+        last one wins and is counted once. The call holds its records in memory; feed very large
+        loads as several calls (each one its own transaction). Raises :class:`ConflictError` when
+        the data violates a constraint (also when a concurrent writer inserted the same license
+        first: retrying then finds it), ``ValueError`` when a type or issuer code cannot form a
+        license identifier; either way nothing of the call is written.
+        """
+        latest: dict[tuple[str, str, str], LicenseRecord] = {}
+        for record in records:
+            latest[record.natural_key] = record
+        if not latest:
+            return UpsertResult()
+        pending = [_Pending(record) for record in latest.values()]
+        now = _utc_now()
+        with self._writing() as conn:
+            new: list[_Pending] = []
+            changed: list[_Pending] = []
+            for batch in _batches(pending, self.batch_size):
+                self._classify(conn, batch, new, changed)
+            if new:
+                self._assign_sequences(conn, new)
+            for batch in _batches(new, self.batch_size):
+                self._insert_new(conn, batch, now)
+            for batch in _batches(changed, self.batch_size):
+                self._update_changed(conn, batch, now)
+        result = UpsertResult(len(new), len(changed), len(pending) - len(new) - len(changed))
+        log.info(
+            "upserted %d licenses: %d inserted, %d updated, %d unchanged",
+            result.total,
+            result.inserted,
+            result.updated,
+            result.unchanged,
+        )
+        self._refresh_statistics(result)
+        return result
+
+    def _refresh_statistics(self, result: UpsertResult) -> None:
+        """After the commit, let PostgreSQL re-plan for a table that grew a lot (best effort)."""
+        try:
+            with translate_errors(self.url), self._engine.connect() as conn:
+                conn.execution_options(isolation_level="AUTOCOMMIT")
+                refresh_statistics(conn, licenses, result.inserted)
+                refresh_statistics(conn, license_versions, result.inserted + result.updated)
+        except LicenseStoreError as error:
+            log.warning("could not refresh table statistics: %s", error)
+
+    def _classify(
+        self,
+        conn: Connection,
+        batch: Sequence[_Pending],
+        new: list[_Pending],
+        changed: list[_Pending],
+    ) -> None:
+        """Sort a batch into ``new`` and ``changed`` (unchanged ones go nowhere): one query."""
+        # Both columns lead the holder index, so this is index look-ups on SQLite and
+        # PostgreSQL alike (a row-value IN list makes SQLite scan the table).
+        holders = sorted({item.record.holder_id for item in batch})
+        types = sorted({item.record.type_code for item in batch})
+        existing = {
+            (row.type_code, row.holder_id, row.number): row
+            for row in conn.execute(
+                select(
+                    licenses.c.id,
+                    licenses.c.type_code,
+                    licenses.c.holder_id,
+                    licenses.c.number,
+                    licenses.c.license_id,
+                    licenses.c.version,
+                    licenses.c.content_hash,
+                ).where(licenses.c.holder_id.in_(holders), licenses.c.type_code.in_(types))
+            )
+        }
+        for item in batch:
+            row = existing.get(item.record.natural_key)
+            if row is None:
+                new.append(item)
+            elif row.content_hash != item.digest:
+                item.current = row
+                changed.append(item)
+
+    def _assign_sequences(self, conn: Connection, new: Sequence[_Pending]) -> None:
+        """Give every new license its sequence ``{year:04d}{serial:07d}``."""
+        groups = Counter(item.sequence_group for item in new)
+        # Lock the counters in one order so that concurrent writers cannot deadlock.
+        next_serial = {
+            group: self._allocate_serials(conn, group, groups[group]) for group in sorted(groups)
+        }
+        for item in new:
+            serial = next_serial[item.sequence_group]
+            next_serial[item.sequence_group] = serial + 1
+            item.sequence = f"{item.record.issue_date.year:04d}{serial:07d}"
+
+    def _allocate_serials(self, conn: Connection, group: tuple[str, str, int], count: int) -> int:
+        """Reserve ``count`` serials for (type, issuer, year); returns the first one.
+
+        One ``INSERT ... ON CONFLICT DO UPDATE ... RETURNING``: on PostgreSQL it locks the counter
+        row until the transaction ends, so concurrent writers never share a serial.
+        """
+        type_code, issuer_code, year = group
+        insert = upsert_insert(conn.dialect.name)
+        statement = insert(license_sequences).values(
+            type_code=type_code, issuer_code=issuer_code, year=year, last_serial=count
+        )
+        statement = statement.on_conflict_do_update(
+            index_elements=[
+                license_sequences.c.type_code,
+                license_sequences.c.issuer_code,
+                license_sequences.c.year,
+            ],
+            set_={"last_serial": license_sequences.c.last_serial + statement.excluded.last_serial},
+        ).returning(license_sequences.c.last_serial)
+        last = conn.execute(statement).scalar_one()
+        if last > MAX_SERIAL:
+            raise ConflictError(
+                f"license sequence exhausted for type {type_code}, issuer {issuer_code}, "
+                f"year {year}: {last} > {MAX_SERIAL}"
+            )
+        return last - count + 1
+
+    def _insert_new(self, conn: Connection, batch: Sequence[_Pending], now: dt.datetime) -> None:
+        """Insert new licenses at version 1, with their first history entry."""
+        identifiers = [
+            LicenseIdentifier(item.record.type_code, item.record.issuer_code, item.sequence, 1)
+            for item in batch
+        ]
+        bases = [identifier.base for identifier in identifiers]
+        license_ids = [str(identifier) for identifier in identifiers]
+        columns = _record_columns(batch)
+        columns.update(
+            license_base=bases,
+            license_id=license_ids,
+            sequence=[item.sequence for item in batch],
+            version=[1] * len(batch),
+            content_hash=[item.digest for item in batch],
+            created_at=[now] * len(batch),
+            updated_at=[now] * len(batch),
+        )
+        bulk_insert(conn, licenses, columns)
+        bulk_insert(
+            conn,
+            license_versions,
+            _version_columns(batch, bases, [1] * len(batch), license_ids, now),
+        )
+
+    def _update_changed(
+        self, conn: Connection, batch: Sequence[_Pending], now: dt.datetime
+    ) -> None:
+        """Move changed licenses to their next version and record it in the history."""
+        identifiers: list[LicenseIdentifier] = []
+        for item in batch:
+            current = item.current
+            assert current is not None  # set by _classify for every changed license
+            if current.version >= MAX_VERSION:
+                raise ConflictError(
+                    f"license {current.license_id} of holder {mask_id(item.record.holder_id)} "
+                    f"has reached version {MAX_VERSION}"
+                )
+            identifiers.append(
+                parse_license_id(current.license_id).with_version(current.version + 1)
+            )
+        license_ids = [str(identifier) for identifier in identifiers]
+        versions = [identifier.version for identifier in identifiers]
+        columns = _record_columns(batch)
+        columns.update(
+            b_id=[item.current.id for item in batch if item.current is not None],
+            license_id=license_ids,
+            version=versions,
+            content_hash=[item.digest for item in batch],
+            updated_at=[now] * len(batch),
+        )
+        updates = [
+            dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=True)
+        ]
+        conn.execute(licenses.update().where(licenses.c.id == bindparam("b_id")), updates)
+        bases = [identifier.base for identifier in identifiers]
+        bulk_insert(
+            conn, license_versions, _version_columns(batch, bases, versions, license_ids, now)
+        )
+
+    # -- reads --------------------------------------------------------------------------------
+
+    def licenses_for_holder(self, holder_id: str) -> list[License]:
+        """The holder's current licenses, by type code then issue date; ``[]`` for none.
+
+        ``holder_id`` must be validated and normalised (:func:`exchange.standards.parse_holder_id`).
+        """
+        today = self._today()
+        with self._reading() as conn:
+            rows = conn.execute(select_holder_licenses(holder_id)).all()
+        return [_license_from_row(row, today) for row in rows]
+
+    def _current_row(self, conn: Connection, license_id: str) -> Row[Any]:
+        """The licenses row for any version's identifier, or :class:`LicenseNotFound`."""
+        shown = _shown_license_id(license_id)
+        try:
+            identifier = parse_license_id(license_id)
+        except ValueError as error:
+            raise LicenseNotFound(f"no license {shown}: {error}") from None
+        row = conn.execute(
+            select(licenses).where(licenses.c.license_base == identifier.base)
+        ).one_or_none()
+        if row is None or identifier.version > row.version:
+            raise LicenseNotFound(f"no license {shown}")
+        return row
+
+    def get(self, license_id: str) -> License:
+        """The current version of the license that ``license_id`` (any of its versions) names."""
+        today = self._today()
+        with self._reading() as conn:
+            row = self._current_row(conn, license_id)
+        return _license_from_row(row, today)
+
+    def versions(self, license_id: str) -> list[LicenseVersion]:
+        """Every stored version of the license ``license_id`` names, oldest first."""
+        with self._reading() as conn:
+            current = self._current_row(conn, license_id)
+            rows = conn.execute(
+                select(license_versions)
+                .where(license_versions.c.license_base == current.license_base)
+                .order_by(license_versions.c.version)
+            ).all()
+        return [
+            LicenseVersion(
+                license_id=row.license_id,
+                version=row.version,
+                content_hash=row.content_hash,
+                content=dict(row.content),
+                source_id=row.source_id,
+                run_id=row.run_id,
+                recorded_at=_aware(row.recorded_at),
+            )
+            for row in rows
+        ]
+
+    def count(self) -> int:
+        """How many licenses are stored (current versions)."""
+        with self._reading() as conn:
+            return conn.execute(select(func.count()).select_from(licenses)).scalar_one()
+
+
+class _Pending:
+    """A record on its way in: its canonical content and hash, and what the store decided."""
+
+    __slots__ = ("canonical", "current", "digest", "record", "sequence")
+
+    def __init__(self, record: LicenseRecord) -> None:
+        self.record = record
+        self.canonical = JSONText(canonical_json(content_of(record)))
+        self.digest = hash_text(self.canonical)
+        self.current: Row[Any] | None = None  # the stored row, for a changed license
+        self.sequence = ""  # assigned for a new license
+
+    @property
+    def sequence_group(self) -> tuple[str, str, int]:
+        record = self.record
+        return (record.type_code, record.issuer_code, record.issue_date.year)
+
+
+def _record_columns(batch: Sequence[_Pending]) -> dict[str, list[Any]]:
+    """The ``licenses`` columns a record fills (its content and provenance), column-wise."""
+    records = [item.record for item in batch]
+    columns = {name: [getattr(record, name) for record in records] for name in _RECORD_COLUMNS}
+    columns["face"] = [dict(record.face) for record in records]
+    return columns
+
+
+def _version_columns(
+    batch: Sequence[_Pending],
+    bases: list[str],
+    versions: list[int],
+    license_ids: list[str],
+    now: dt.datetime,
+) -> dict[str, list[Any]]:
+    """The ``license_versions`` rows of a batch, column-wise."""
+    return {
+        "license_base": bases,
+        "version": versions,
+        "license_id": license_ids,
+        "content_hash": [item.digest for item in batch],
+        "content": [item.canonical for item in batch],
+        "source_id": [item.record.source_id for item in batch],
+        "run_id": [item.record.run_id for item in batch],
+        "recorded_at": [now] * len(batch),
+    }
+
+
+def _batches(items: Sequence[_Pending], size: int) -> Iterator[Sequence[_Pending]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

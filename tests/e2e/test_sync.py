@@ -1,0 +1,179 @@
+"""End to end on the embedded default: department databases -> lake -> gate -> licenses -> API.
+
+Real SQLite department systems, real Parquet, real license store, the real FastAPI app.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from fastapi.testclient import TestClient
+
+from exchange.config import Deployment
+from exchange.demo import DemoSystem, dirty_rows, sample_applicant, simulate_changes
+from exchange.state import ExchangeState, RunStatus
+from exchange.sync import RunFailed, SyncContext, land, publish, sync
+from license_store.api import create_app
+from license_store.store import LicenseStore
+
+RAW_ID = re.compile(r"(?<![0-9A-Z*])[0-9]{17}[0-9X](?![0-9A-Z])")
+
+
+def sync_all(deployment: Deployment) -> dict[str, object]:
+    context = SyncContext(deployment=deployment)
+    return {s.id: sync(s.id, context=context) for s in deployment.sources}
+
+
+def test_first_sync_accounts_for_every_row(
+    deployment: Deployment, demo_systems: list[DemoSystem]
+) -> None:
+    runs = sync_all(deployment)
+    rows = {s.source_id: s.rows for s in demo_systems}
+    dirty = dirty_rows()
+    for source_id, run in runs.items():
+        assert run.status is RunStatus.SUCCEEDED
+        assert run.rows_read == rows[source_id]
+        assert run.rows_read == run.rows_loaded + run.rows_quarantined
+        assert run.rows_quarantined == len(dirty.get(source_id, ()))
+        assert run.cursor_before is None and run.cursor_after is not None
+    household = runs["gd_household_registry"]
+    assert household.licenses_inserted == 2 * household.rows_loaded  # ID card + household register
+    with ExchangeState() as state:
+        assert state.cursor("gd_household_registry") == household.cursor_after
+
+
+def test_quarantine_keeps_rows_with_masked_reasons(
+    deployment: Deployment, demo_systems: list[DemoSystem]
+) -> None:
+    run = sync_all(deployment)["gd_household_registry"]
+    held = list(
+        Path(run.landing_path)
+        .parents[2]
+        .glob(f"quarantine/gd_household_registry/{run.run_id}/rows.parquet")
+    )
+    assert len(held) == 1
+    table = pq.read_table(held[0])
+    assert table.num_rows == run.rows_quarantined
+    assert sorted(table.column("person_id").to_pylist()) == sorted(
+        dirty_rows()["gd_household_registry"]
+    )
+    for reasons in table.column("_govx_reasons").to_pylist():
+        assert reasons and all(not RAW_ID.search(r) for r in reasons)
+
+
+def test_sample_applicant_through_the_api(
+    deployment: Deployment, demo_systems: list[DemoSystem]
+) -> None:
+    sync_all(deployment)
+    holder = sample_applicant(demo_systems)
+    with LicenseStore() as store, TestClient(create_app(store)) as client:
+        response = client.get(f"/v1/holders/{holder}/licenses")
+    assert response.status_code == 200
+    body = response.json()
+    types = {lic["type_name"] for lic in body["licenses"]}
+    assert {"居民身份证", "居民户口簿", "结婚证", "出生医学证明"} <= types
+    assert body["holder"]["id"] != holder and body["holder"]["kind"] == "natural"
+    card = next(lic for lic in body["licenses"] if lic["type_name"] == "居民身份证")
+    assert card["number"] == holder
+    assert card["license_id"].startswith("1.2.156.3005.2.11440000MB2000000Q001.11440000MB2000000Q.")
+    assert card["version"] == 1 and card["status"] in {"valid", "expired"}
+    assert card["face"]["authority"].endswith("分局")
+
+
+def test_incremental_sync_reads_only_changes(
+    deployment: Deployment, demo_systems: list[DemoSystem]
+) -> None:
+    first = sync_all(deployment)
+    again = sync_all(deployment)
+    for source_id, run in again.items():
+        assert run.rows_read == 0, source_id
+        assert run.cursor_before == first[source_id].cursor_after
+        assert run.cursor_after == first[source_id].cursor_after
+    changed = simulate_changes(demo_systems)
+    third = sync_all(deployment)
+    for source_id, run in third.items():
+        assert run.rows_read == changed.get(source_id, 0), source_id
+        assert run.rows_read == run.rows_loaded + run.rows_quarantined
+    household = third["gd_household_registry"]
+    assert household.licenses_updated + household.licenses_inserted > 0
+    assert household.licenses_unchanged < household.rows_read * 2
+
+
+def test_full_refresh_rereads_everything_and_changes_nothing(
+    deployment: Deployment, demo_systems: list[DemoSystem]
+) -> None:
+    first = sync(deployment.sources[0].id, context=SyncContext(deployment=deployment))
+    refresh = sync(
+        deployment.sources[0].id, full_refresh=True, context=SyncContext(deployment=deployment)
+    )
+    assert refresh.cursor_before is None
+    assert refresh.rows_read == first.rows_read
+    assert (refresh.licenses_inserted, refresh.licenses_updated) == (0, 0)
+    assert refresh.licenses_unchanged == first.licenses_inserted
+
+
+def test_a_run_that_dies_before_committing_is_redone_without_duplicates(
+    deployment: Deployment, demo_systems: list[DemoSystem], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source_id = "foshan_marriage_registry"
+    context = SyncContext(deployment=deployment)
+    landed = land(source_id, context=context)
+
+    def crash(*_args: object, **_kwargs: object) -> None:
+        raise OSError("simulated crash after the license upsert")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ExchangeState, "finish_run", crash)
+        with pytest.raises(RunFailed, match="simulated crash"):
+            publish(landed.run_id, context=context)
+    with ExchangeState() as state:
+        assert state.run(landed.run_id).status is RunStatus.FAILED
+        assert state.cursor(source_id) is None  # the cursor did not move
+    redo = sync(source_id, context=SyncContext(deployment=deployment))
+    assert redo.rows_read == landed.rows_read
+    assert (redo.licenses_inserted, redo.licenses_updated) == (0, 0)  # already there, unchanged
+    with LicenseStore() as store:
+        assert store.count() == redo.licenses_unchanged
+
+
+def test_unreachable_source_fails_clearly_and_keeps_the_cursor(
+    deployment: Deployment, demo_systems: list[DemoSystem], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source_id = "gd_business_registry"
+    sync(source_id, context=SyncContext(deployment=deployment))
+    with ExchangeState() as state:
+        cursor = state.cursor(source_id)
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_GD_BUSINESS_DB", "postgres://govx:s3cr3t-pw@127.0.0.1:1/registry"
+    )
+    with pytest.raises(RunFailed) as info:
+        sync(source_id, context=SyncContext(deployment=deployment))
+    message = str(info.value)
+    assert source_id in message and "s3cr3t-pw" not in message
+    with ExchangeState() as state:
+        assert state.cursor(source_id) == cursor
+        failed = state.runs(source_id, limit=1)[0]
+        assert failed.status is RunStatus.FAILED and "s3cr3t-pw" not in (failed.error or "")
+
+
+def test_missing_connection_says_what_to_set(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AIRFLOW_CONN_GD_HOUSEHOLD_DB", raising=False)
+    with pytest.raises(RunFailed, match="AIRFLOW_CONN_GD_HOUSEHOLD_DB"):
+        sync("gd_household_registry", context=SyncContext(deployment=deployment))
+
+
+def test_logs_never_show_an_unmasked_id(
+    deployment: Deployment, demo_systems: list[DemoSystem], caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.DEBUG):
+        sync_all(deployment)
+        simulate_changes(demo_systems)
+        sync_all(deployment)
+    assert "quarantined" in caplog.text
+    assert not RAW_ID.search(caplog.text)
