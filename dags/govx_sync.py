@@ -61,10 +61,10 @@ def build_sync_dag(source: SourceConfig):
                 raise
 
         @task(outlets=[Asset(f"govx://dataset/{source.dataset}")])
-        def publish(run_id: str) -> dict:
+        def publish(sync_run_id: str) -> dict:
             from exchange.sync import publish as publish_run
 
-            run = publish_run(run_id)
+            run = publish_run(sync_run_id)
             return {
                 "run_id": run.run_id,
                 "rows_read": run.rows_read,
