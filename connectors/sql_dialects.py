@@ -319,7 +319,7 @@ _PG_AUTH_MARKERS = (
     "password authentication failed",
     "authentication failed",
     "no pg_hba.conf entry",
-    "role \"",  # role "x" does not exist
+    'role "',  # role "x" does not exist
     "permission denied",
 )
 

@@ -69,7 +69,7 @@ def main(
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -116,7 +116,7 @@ def db_upgrade() -> None:
         console.print(f"exchange state: {safe_url(state.engine.url)} [green]current[/]")
     with LicenseStore() as store:
         store.upgrade()
-        console.print(f"license store:  {safe_url(store.engine.url)} [green]current[/]")
+        console.print(f"license store:  {store.url} [green]current[/]")
 
 
 def _run_with_progress(source_id: str, full_refresh: bool):
@@ -235,13 +235,19 @@ def runs(
 
 def _lookup_via_api(holder_id: str, store_url: str | None = None) -> tuple[int, dict]:
     """Ask the intake API (in process) exactly as an intake system would over HTTP."""
-    from fastapi.testclient import TestClient
-    from license_store.api import create_app
+    import warnings
 
+    with warnings.catch_warnings():  # starlette's TestClient warns about httpx; not our concern
+        warnings.simplefilter("ignore")
+        from fastapi.testclient import TestClient
+
+    from license_store.api import create_app
     from license_store.store import LicenseStore
 
-    with LicenseStore(store_url) as store, TestClient(create_app(store)) as client:
-        response = client.get(f"/v1/holders/{holder_id}/licenses")
+    with LicenseStore(store_url) as store:
+        store.upgrade()
+        with TestClient(create_app(store)) as client:
+            response = client.get(f"/v1/holders/{holder_id}/licenses")
     return response.status_code, response.json()
 
 
@@ -305,6 +311,8 @@ def serve(
     """Serve the intake API (OpenAPI docs at /docs)."""
     import uvicorn
 
+    from exchange.logs import uvicorn_log_config
+
     uvicorn.run(
         "license_store.api:create_app",
         factory=True,
@@ -312,6 +320,7 @@ def serve(
         port=port,
         workers=workers,
         log_level="info",
+        log_config=uvicorn_log_config(),  # the access log shows paths, which carry holder IDs
     )
 
 

@@ -13,7 +13,6 @@ Secrets never live here: a source names a *connection id* that resolves from the
 
 from __future__ import annotations
 
-import re
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -194,7 +193,7 @@ class SourceConfig(_Model):
 
 
 class Material(_Model):
-    """A material a matter requires: a license type the library supplies, or one the applicant brings."""
+    """A material a matter requires: a license type from the library, or the applicant brings it."""
 
     name: str
     license_type: str | None = None
@@ -277,7 +276,9 @@ class Deployment(_Model):
             parent = regions[code].parent
             if parent is not None and parent not in regions:
                 index = [r.code for r in self.regions].index(code)
-                problems.append((("regions", index, "code"), f"parent region {parent} is not configured"))
+                problems.append(
+                    (("regions", index, "code"), f"parent region {parent} is not configured")
+                )
         departments = self.department_by_id
         types = self.license_type_by_id
         for i, dept in enumerate(self.departments):
@@ -286,12 +287,16 @@ class Deployment(_Model):
         for i, ltype in enumerate(self.license_types):
             if ltype.issuing_department not in departments:
                 problems.append(
-                    (("license_types", i, "issuing_department"),
-                     f"unknown department {ltype.issuing_department!r}")
+                    (
+                        ("license_types", i, "issuing_department"),
+                        f"unknown department {ltype.issuing_department!r}",
+                    )
                 )
         for i, src in enumerate(self.sources):
             if src.department not in departments:
-                problems.append((("sources", i, "department"), f"unknown department {src.department!r}"))
+                problems.append(
+                    (("sources", i, "department"), f"unknown department {src.department!r}")
+                )
             for j, mapping in enumerate(src.licenses):
                 where = ("sources", i, "licenses", j)
                 ltype = types.get(mapping.type)
@@ -301,22 +306,31 @@ class Deployment(_Model):
                 unknown_face = set(mapping.face) - {f.name for f in ltype.face_fields}
                 if unknown_face:
                     problems.append(
-                        ((*where, "face"),
-                         f"not face fields of {ltype.id}: {', '.join(sorted(unknown_face))}")
+                        (
+                            (*where, "face"),
+                            f"not face fields of {ltype.id}: {', '.join(sorted(unknown_face))}",
+                        )
                     )
                 if ltype.validity.rule == "from_source" and mapping.valid_to is None:
                     problems.append(
-                        ((*where, "valid_to"),
-                         f"license type {ltype.id} takes its validity from the source: name the column")
+                        (
+                            (*where, "valid_to"),
+                            f"license type {ltype.id} takes its validity from the source: "
+                            "name the column",
+                        )
                     )
         for i, matter in enumerate(self.matters):
             if matter.department not in departments:
-                problems.append((("matters", i, "department"), f"unknown department {matter.department!r}"))
+                problems.append(
+                    (("matters", i, "department"), f"unknown department {matter.department!r}")
+                )
             for j, material in enumerate(matter.materials):
                 if material.license_type and material.license_type not in types:
                     problems.append(
-                        (("matters", i, "materials", j, "license_type"),
-                         f"unknown license type {material.license_type!r}")
+                        (
+                            ("matters", i, "materials", j, "license_type"),
+                            f"unknown license type {material.license_type!r}",
+                        )
                     )
         return problems
 
@@ -352,11 +366,15 @@ def _read_sections(directory: Path) -> tuple[dict[str, Any], dict[str, Path], li
         if content is None:
             continue
         if not isinstance(content, dict):
-            problems.append(f"{path}: top level must be a mapping of sections ({', '.join(SECTIONS)})")
+            problems.append(
+                f"{path}: top level must be a mapping of sections ({', '.join(SECTIONS)})"
+            )
             continue
         for key, value in content.items():
             if key not in SECTIONS:
-                problems.append(f"{path}: {key}: unknown section (expected one of {', '.join(SECTIONS)})")
+                problems.append(
+                    f"{path}: {key}: unknown section (expected one of {', '.join(SECTIONS)})"
+                )
             elif key in data:
                 problems.append(f"{path}: {key}: section already defined in {origin[key]}")
             else:
@@ -390,7 +408,12 @@ def load_deployment(directory: Path | str | None = None) -> Deployment:
         lines = []
         for err in exc.errors(include_url=False):
             message = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "missing" and err["loc"] and err["loc"][0] in SECTIONS and len(err["loc"]) == 1:
+            if (
+                err["type"] == "missing"
+                and err["loc"]
+                and err["loc"][0] in SECTIONS
+                and len(err["loc"]) == 1
+            ):
                 lines.append(f"{directory}: {err['loc'][0]}: section is required")
             else:
                 lines.append(f"{where(tuple(err['loc']))}: {message}")

@@ -45,8 +45,9 @@ DRIVERS = {
     "mariadb": "mysql+pymysql",
     "sqlite": "sqlite",
 }
-JSON_KEYS = frozenset({"conn_type", "host", "login", "password", "port", "schema", "extra",
-                       "description"})
+JSON_KEYS = frozenset(
+    {"conn_type", "host", "login", "password", "port", "schema", "extra", "description"}
+)
 SENSITIVE_QUERY_KEYS = ("password", "secret", "token", "key")
 
 
@@ -247,9 +248,7 @@ def _driver(conn_id: str, conn_type: str) -> str:
 def _safe_url(url: URL) -> str:
     """The URL with its password, and any secret-looking query parameter, replaced by ``***``."""
     hidden = {
-        key: "***"
-        for key in url.query
-        if any(word in key.lower() for word in SENSITIVE_QUERY_KEYS)
+        key: "***" for key in url.query if any(word in key.lower() for word in SENSITIVE_QUERY_KEYS)
     }
     if hidden:
         url = url.update_query_dict(hidden)

@@ -10,22 +10,47 @@ import logging
 
 from exchange.standards.holder_ids import mask_ids_in_text
 
-__all__ = ["MaskingFilter", "configure_logging"]
+__all__ = ["MaskingFilter", "configure_logging", "uvicorn_log_config"]
 
 
 class MaskingFilter(logging.Filter):
-    """Rewrites 18-character IDs in the formatted message to their masked form."""
+    """Rewrites 18-character IDs in a record's message, its arguments and its traceback.
+
+    Arguments are masked one by one (rather than formatting the message here) so that
+    formatters which read ``record.args`` themselves, such as uvicorn's access log, still work.
+    """
+
+    @staticmethod
+    def _mask(value: object) -> object:
+        return mask_ids_in_text(value) if isinstance(value, str) else value
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        masked = mask_ids_in_text(message)
-        if masked != message:
-            record.msg = masked
-            record.args = None
+        if isinstance(record.msg, str):
+            record.msg = mask_ids_in_text(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(self._mask(arg) for arg in record.args)
+        elif isinstance(record.args, dict):
+            record.args = {key: self._mask(arg) for key, arg in record.args.items()}
         if record.exc_info and record.exc_info[1] is not None:
             text = logging.Formatter().formatException(record.exc_info)
             record.exc_text = mask_ids_in_text(text)
         return True
+
+
+def uvicorn_log_config() -> dict:
+    """uvicorn's default logging configuration with :class:`MaskingFilter` on every handler.
+
+    The access log prints request paths, and ``/v1/holders/{holder_id}/...`` carries an ID.
+    """
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config.setdefault("filters", {})["mask_ids"] = {"()": "exchange.logs.MaskingFilter"}
+    for handler in config["handlers"].values():
+        handler.setdefault("filters", []).append("mask_ids")
+    return config
 
 
 def configure_logging(level: int | str = logging.INFO) -> None:

@@ -88,7 +88,7 @@ def postgres_url(_postgres_admin: Engine) -> Iterator[str]:
     """URL of a fresh, empty PostgreSQL database (``govx_test_<uuid8>``), dropped afterwards."""
     name = _test_database_name()
     with _postgres_admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}" ENCODING \'UTF8\' TEMPLATE template0'))
+        conn.execute(sa.text(f"CREATE DATABASE \"{name}\" ENCODING 'UTF8' TEMPLATE template0"))
     try:
         yield _postgres_admin.url.set(database=name).render_as_string(hide_password=False)
     finally:

@@ -180,5 +180,7 @@ def test_connection_repr_and_str_hide_the_password() -> None:
     conn = Connection("dept_db", f"mysql+pymysql://root:{QUOTED_SECRET}@127.0.0.1/db")
     assert conn.safe_url == "mysql+pymysql://root:***@127.0.0.1/db"
     assert str(conn) == conn.safe_url
-    assert repr(conn) == "Connection(conn_id='dept_db', url='mysql+pymysql://root:***@127.0.0.1/db')"
+    assert (
+        repr(conn) == "Connection(conn_id='dept_db', url='mysql+pymysql://root:***@127.0.0.1/db')"
+    )
     assert_no_secret(conn, repr(conn), f"{conn}", f"{conn!r}", [conn], {"c": conn})

@@ -70,9 +70,7 @@ def test_register_checks_its_arguments() -> None:
 
 
 @pytest.mark.usefixtures("clean_registry")
-def test_entry_point_plugins_load_lazily(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_entry_point_plugins_load_lazily(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "dept_connectors.py").write_text(
         textwrap.dedent(
             """

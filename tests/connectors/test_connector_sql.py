@@ -29,8 +29,18 @@ from connectors.sql import SqlConnector, SqlExtraction
 SOURCE_ID = "test_household_registry"
 T0 = dt.datetime(2024, 3, 1, 8, 0, 0)
 NAMES = [
-    "张三", "李四", "王小明", "赵敏", "欧阳娜娜", "司马光",
-    "陈奕迅", "林心如", "黄飞鸿", "周杰伦", "吴彦祖", "郑秀文",
+    "张三",
+    "李四",
+    "王小明",
+    "赵敏",
+    "欧阳娜娜",
+    "司马光",
+    "陈奕迅",
+    "林心如",
+    "黄飞鸿",
+    "周杰伦",
+    "吴彦祖",
+    "郑秀文",
 ]
 
 metadata = sa.MetaData()
@@ -266,8 +276,9 @@ def test_unparsable_value_is_a_data_error(sqlite_url: str) -> None:
 def test_sqlite_text_columns_stay_strings(sqlite_url: str) -> None:
     engine = sa.create_engine(sqlite_url)
     with engine.begin() as conn:
-        conn.execute(sa.text("CREATE TABLE persons (id INTEGER PRIMARY KEY, code TEXT, "
-                             "updated_at TEXT)"))
+        conn.execute(
+            sa.text("CREATE TABLE persons (id INTEGER PRIMARY KEY, code TEXT, updated_at TEXT)")
+        )
         conn.execute(sa.text("INSERT INTO persons VALUES (1, '007', '2024-03-01T08:00:00')"))
     extraction, batches = extract(sqlite_url)
     assert extraction.schema.field("code").type == pa.string()
