@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -170,46 +171,39 @@ def sync(
     console.print(_runs_table([run], title=f"run {run.run_id}"))
 
 
+WIDE_TERMINAL = 140
+NUMBER_COLUMNS = ("read", "loaded", "held", "new", "upd", "secs")
+
+
 def _runs_table(runs: list, title: str) -> Table:
-    table = Table(title=title)
-    for column in (
-        "source",
-        "run",
-        "status",
-        "mode",
-        "read",
-        "loaded",
-        "held",
-        "new",
-        "updated",
-        "cursor after",
-        "seconds",
-    ):
+    """Run records as a table; run ids and cursors only where the terminal is wide enough."""
+    wide = console.width >= WIDE_TERMINAL
+    columns = ["source", *(["run"] if wide else []), "status", "mode", *NUMBER_COLUMNS]
+    columns += ["cursor after"] if wide else []
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    for column in columns:
         table.add_column(
-            column,
-            justify="right"
-            if column in {"read", "loaded", "held", "new", "updated", "seconds"}
-            else "left",
+            column, justify="right" if column in NUMBER_COLUMNS else "left", no_wrap=True
         )
     for run in runs:
-        table.add_row(
-            run.source_id,
-            run.run_id,
-            run.status.value,
-            "full" if run.cursor_before is None else "incremental",
-            *(
-                f"{v:,}" if v is not None else "-"
-                for v in (
-                    run.rows_read,
-                    run.rows_loaded,
-                    run.rows_quarantined,
-                    run.licenses_inserted,
-                    run.licenses_updated,
-                )
-            ),
-            str(run.cursor_after) if run.cursor_after is not None else "-",
-            f"{run.duration_s:.1f}" if run.duration_s is not None else "-",
+        counts = (
+            run.rows_read,
+            run.rows_loaded,
+            run.rows_quarantined,
+            run.licenses_inserted,
+            run.licenses_updated,
         )
+        row = [
+            run.source_id,
+            *([run.run_id] if wide else []),
+            "ok" if run.status.value == "succeeded" else run.status.value,
+            "full" if run.cursor_before is None else "incr",
+            *(f"{v:,}" if v is not None else "-" for v in counts),
+            f"{run.duration_s:.1f}" if run.duration_s is not None else "-",
+        ]
+        if wide:
+            row.append(str(run.cursor_after) if run.cursor_after is not None else "-")
+        table.add_row(*row)
     return table
 
 
@@ -251,7 +245,21 @@ def _lookup_via_api(holder_id: str, store_url: str | None = None) -> tuple[int, 
     return response.status_code, response.json()
 
 
+def _face_labels() -> dict[str, dict[str, str]]:
+    """Face-field labels per license type code, from the catalogue (empty if config is broken)."""
+    from exchange.config import ConfigError, load_deployment
+
+    try:
+        deployment = load_deployment()
+    except ConfigError:
+        return {}
+    return {t.code: {f.name: f.label for f in t.face_fields} for t in deployment.license_types}
+
+
 def _print_licenses(payload: dict, unmask: bool) -> None:
+    """One block per license: what an intake clerk would read off the certificate."""
+    from rich.text import Text
+
     from exchange.standards import mask_ids_in_text
 
     def show(text: object) -> str:
@@ -259,22 +267,32 @@ def _print_licenses(payload: dict, unmask: bool) -> None:
         return value if unmask else mask_ids_in_text(value)
 
     holder = payload["holder"]
-    table = Table(title=f"licenses of {holder['id']} ({holder['kind']} person): {payload['count']}")
-    for column in ("license", "number", "issuer", "issued", "valid to", "status", "v", "face"):
-        table.add_column(column, overflow="fold")
+    console.print(
+        f"[bold]{payload['count']} licenses[/] of {holder['id']} ({holder['kind']} person)",
+        highlight=False,
+    )
+    labels = _face_labels()
+    status_style = {"valid": "green", "expired": "yellow", "revoked": "red", "suspended": "red"}
     for lic in payload["licenses"]:
-        face = "; ".join(f"{k}={show(v)}" for k, v in lic["face"].items())
-        table.add_row(
-            f"{lic['type_name']}\n[dim]{lic['license_id']}[/]",
-            show(lic["number"]),
-            lic["issuer"]["name"],
-            lic["issue_date"],
-            lic["valid_to"] or "长期",
-            lic["status"],
-            str(lic["version"]),
-            face,
+        head = Text.assemble(
+            ("\n" + lic["type_name"], "bold"),
+            "  ",
+            (lic["status"], status_style.get(lic["status"], "")),
+            f"  v{lic['version']}",
         )
-    console.print(table)
+        console.print(head)
+        grid = Table.grid(padding=(0, 2))
+        grid.add_column(style="dim", no_wrap=True)
+        grid.add_column(overflow="fold")
+        grid.add_row("identifier", lic["license_id"])
+        grid.add_row("number", show(lic["number"]))
+        grid.add_row("issuer", f"{lic['issuer']['name']} ({lic['region_code']})")
+        valid_from = lic["valid_from"] or lic["issue_date"]
+        grid.add_row("valid", f"{valid_from} → {lic['valid_to'] or '长期'}")
+        type_labels = labels.get(lic["type_code"], {})
+        for name, value in lic["face"].items():
+            grid.add_row(type_labels.get(name, name), show(value))
+        console.print(grid, highlight=False)
 
 
 @app.command()

@@ -1,0 +1,108 @@
+"""``govx serve``: the intake API as a real uvicorn server on a loopback port."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from stdnum.cn import ric
+
+from license_store.records import LicenseRecord
+from license_store.store import LicenseStore
+
+REPO = Path(__file__).resolve().parents[1]
+HOLDER = "44060420050101123" + ric.calc_check_digit("44060420050101123" + "0")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen]]:
+    home = Path(os.environ["GOVX_HOME"])
+    with LicenseStore() as store:
+        store.upgrade()
+        store.upsert(
+            [
+                LicenseRecord(
+                    type_code="11440000MB2000000Q002",
+                    type_name="居民户口簿",
+                    issuer_code="11440000MB2000000Q",
+                    issuer_name="广东省公安厅",
+                    region_code="440000",
+                    holder_id=HOLDER,
+                    holder_kind="natural",
+                    holder_name="陈小明",
+                    number="440604000000001",
+                    issue_date=dt.date(2005, 1, 20),
+                    valid_from=dt.date(2005, 1, 20),
+                    valid_to=None,
+                    status="valid",
+                    face={"relation": "子女"},
+                    source_id="test",
+                    run_id="r1",
+                )
+            ]
+        )
+    port = free_port()
+    log = (tmp_path / "server.log").open("w")
+    process = subprocess.Popen(
+        [str(Path(sys.executable).with_name("govx")), "serve", "--port", str(port)],
+        cwd=REPO,
+        env={**os.environ, "GOVX_HOME": str(home)},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if requests.get(f"{base}/healthz", timeout=1).status_code == 200:
+                break
+        except requests.ConnectionError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"server did not start: {(tmp_path / 'server.log').read_text()}")
+        time.sleep(0.2)
+    yield base, process
+    process.terminate()
+    process.wait(timeout=20)
+    log.close()
+
+
+def test_lookup_over_http_and_the_access_log_is_masked(
+    server: tuple[str, subprocess.Popen], tmp_path: Path
+) -> None:
+    base, process = server
+    response = requests.get(f"{base}/v1/holders/{HOLDER}/licenses", timeout=10)
+    assert response.status_code == 200
+    [licence] = response.json()["licenses"]
+    assert licence["type_name"] == "居民户口簿" and licence["number"] == "440604000000001"
+
+    unknown = "11010519491231002X"
+    empty = requests.get(f"{base}/v1/holders/{unknown}/licenses", timeout=10)
+    assert empty.status_code == 200 and empty.json()["licenses"] == []
+
+    bad = requests.get(f"{base}/v1/holders/{HOLDER[:-1]}0/licenses", timeout=10)
+    assert bad.status_code == 422
+    assert bad.headers["content-type"].startswith("application/problem+json")
+    assert HOLDER[:-1] not in bad.text
+
+    assert requests.get(f"{base}/openapi.json", timeout=10).json()["paths"]
+    process.terminate()
+    process.wait(timeout=20)
+    log = (tmp_path / "server.log").read_text()
+    assert "GET /v1/holders/4406**********" in log  # the access log line is there, masked
+    assert HOLDER not in log and unknown not in log
