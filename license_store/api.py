@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, FastAPI, Path, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -417,7 +418,8 @@ def create_app(store: LicenseStore | None = None) -> FastAPI:
             app.state.store = None
             owned.close()
 
-    app = FastAPI(
+    # Docs pages from packaged assets, not a CDN: government networks are often isolated.
+    app = FastAPIOffline(
         title="govexchange license library",
         summary="Fetch a holder's electronic licenses by ID (电子证照库).",
         version="1",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
@@ -249,6 +250,17 @@ def test_openapi_documents_routes_models_and_problems(client: TestClient) -> Non
     assert {"HolderLicenses", "LicenseOut", "Problem"} <= set(schemas)
     assert schemas["HolderLicenses"]["examples"][0]["licenses"][0]["status"] == "valid"
     assert client.get("/docs").status_code == 200
+
+
+def test_docs_pages_need_no_network(client: TestClient) -> None:
+    """Swagger UI and ReDoc load their scripts and styles from the app itself, not a CDN."""
+    for page in ("/docs", "/redoc"):
+        html = client.get(page).text
+        assets = re.findall(r'(?:src|href)="([^"]+)"', html)
+        assert assets, page
+        for asset in assets:
+            assert asset.startswith("/"), f"{page} loads {asset} from elsewhere"
+            assert client.get(asset).status_code == 200, asset
 
 
 def test_app_without_a_store_opens_the_configured_one(
