@@ -12,16 +12,14 @@ import datetime as dt
 import enum
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
-from exchange.db import current_revision, head_revision, make_engine, migrate
+from exchange.db import begin_write, make_engine
+from exchange.migrations import MIGRATIONS
 
 __all__ = ["ExchangeState", "RunRecord", "RunStatus", "metadata", "new_run_id"]
-
-MIGRATIONS = Path(__file__).parent / "migrations"
 
 metadata = sa.MetaData()
 
@@ -135,8 +133,8 @@ class ExchangeState:
 
     def upgrade(self) -> None:
         """Apply the state database's migrations (idempotent)."""
-        if current_revision(self.engine) != head_revision(MIGRATIONS):
-            migrate(self.engine, MIGRATIONS)
+        if not MIGRATIONS.is_current(self.engine):
+            MIGRATIONS.upgrade(self.engine)
 
     def cursor(self, source_id: str) -> Any | None:
         """The saved watermark of a source, or ``None`` if it never synced."""
@@ -149,7 +147,7 @@ class ExchangeState:
 
     def start_run(self, source_id: str, cursor_before: Any, full_refresh: bool) -> str:
         run_id = new_run_id()
-        with self.engine.begin() as conn:
+        with begin_write(self.engine) as conn:
             conn.execute(
                 sync_runs.insert().values(
                     run_id=run_id,
@@ -186,7 +184,7 @@ class ExchangeState:
     ) -> RunRecord:
         """Mark a landed run succeeded and advance its source's cursor, in one transaction."""
         now = _now()
-        with self.engine.begin() as conn:
+        with begin_write(self.engine) as conn:
             conn.execute(
                 sync_runs.update()
                 .where(sync_runs.c.run_id == run.run_id)
@@ -214,7 +212,7 @@ class ExchangeState:
         self._update(run_id, status=RunStatus.FAILED.value, finished_at=_now(), error=error[:4000])
 
     def _update(self, run_id: str, **values: Any) -> None:
-        with self.engine.begin() as conn:
+        with begin_write(self.engine) as conn:
             conn.execute(sync_runs.update().where(sync_runs.c.run_id == run_id).values(**values))
 
     def run(self, run_id: str) -> RunRecord:

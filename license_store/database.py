@@ -1,8 +1,8 @@
 """Where the license store meets its database: engines, dialect quirks and error translation.
 
-- :func:`create_store_engine` turns a URL into an engine: ``postgresql://`` uses psycopg 3;
-  SQLite gets its parent directory created, WAL, foreign keys, a busy timeout and explicit
-  ``BEGIN`` (``BEGIN IMMEDIATE`` for writers, so concurrent writers queue instead of failing).
+- :func:`create_store_engine` turns a URL into an engine: the shared
+  :func:`exchange.db.make_engine` (psycopg 3, SQLite pragmas, ``BEGIN IMMEDIATE`` for writers),
+  limited to the supported backends, with the store's JSON serializer.
 - :func:`upsert_insert` gives the dialect's ``INSERT ... ON CONFLICT`` construct.
 - :func:`refresh_statistics` re-analyses a table after a bulk load (PostgreSQL), so that the
   planner keeps using the indexes before autovacuum gets round to it.
@@ -19,12 +19,12 @@ import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Table, create_engine, event, exc
-from sqlalchemy.engine import URL, Connection, Dialect, Engine, make_url
+from sqlalchemy import Table, exc
+from sqlalchemy.engine import URL, Connection, Dialect, Engine
 
+from exchange.db import engine_url, make_engine, safe_url
 from exchange.standards.holder_ids import mask_id
 from license_store.errors import (
     ConflictError,
@@ -35,21 +35,16 @@ from license_store.errors import (
 
 __all__ = [
     "SUPPORTED_BACKENDS",
-    "WRITE_OPTION",
     "JSONText",
     "bulk_insert",
     "create_store_engine",
     "dump_json",
     "refresh_statistics",
-    "safe_url",
     "translate_errors",
     "upsert_insert",
 ]
 
 SUPPORTED_BACKENDS = ("sqlite", "postgresql")
-# Execution option a connection carries when it is about to write (SQLite: BEGIN IMMEDIATE).
-WRITE_OPTION = "govx_write"
-SQLITE_BUSY_TIMEOUT_MS = 30_000
 MAX_MESSAGE = 300
 
 # 18-character resident IDs / credit codes and 15-digit first-generation resident IDs.
@@ -59,68 +54,19 @@ _MISSING_SCHEMA_SQLSTATES = {"42P01", "42703"}
 _MISSING_SCHEMA_SQLITE = ("no such table", "no such column")
 
 
-def safe_url(url: str | URL) -> str:
-    """The URL as it may be shown: password replaced by ``***``."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except exc.ArgumentError:
-        return "<unparsable database URL>"
+def create_store_engine(url: str | URL) -> Engine:
+    """An engine for the license store at ``url`` (SQLite or PostgreSQL), JSON as :func:`dump_json`.
 
-
-def _normalised_url(url: str | URL) -> URL:
-    parsed = make_url(url)
-    if parsed.drivername in ("postgresql", "postgres"):
-        parsed = parsed.set(drivername="postgresql+psycopg")
+    The engine is :func:`exchange.db.make_engine`'s; this adds the backend check.
+    """
+    parsed = engine_url(url)
     backend = parsed.get_backend_name()
     if backend not in SUPPORTED_BACKENDS:
         raise LicenseStoreError(
             f"unsupported database {backend!r} for the license store at {safe_url(parsed)} "
             f"(supported: {', '.join(SUPPORTED_BACKENDS)})"
         )
-    return parsed
-
-
-def _sqlite_file(url: URL) -> Path | None:
-    database = url.database or ""
-    if database in ("", ":memory:") or database.startswith("file:"):
-        return None
-    return Path(database).expanduser()
-
-
-def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
-    # Let SQLAlchemy's "begin" event emit BEGIN (pysqlite's own would be deferred and would
-    # commit before DDL); see the SQLAlchemy pysqlite "serializable isolation" recipe.
-    dbapi_connection.isolation_level = None
-    cursor = dbapi_connection.cursor()
-    try:
-        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA foreign_keys = ON")
-        cursor.execute("PRAGMA journal_mode = WAL")
-    finally:
-        cursor.close()
-
-
-def _sqlite_on_begin(connection: Connection) -> None:
-    writing = connection.get_execution_options().get(WRITE_OPTION, False)
-    connection.exec_driver_sql("BEGIN IMMEDIATE" if writing else "BEGIN")
-
-
-def create_store_engine(url: str | URL) -> Engine:
-    """An engine for the license store at ``url`` (SQLite or PostgreSQL)."""
-    parsed = _normalised_url(url)
-    if parsed.get_backend_name() == "sqlite":
-        path = _sqlite_file(parsed)
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(
-            parsed,
-            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
-            json_serializer=dump_json,
-        )
-        event.listen(engine, "connect", _sqlite_on_connect)
-        event.listen(engine, "begin", _sqlite_on_begin)
-        return engine
-    return create_engine(parsed, pool_pre_ping=True, json_serializer=dump_json)
+    return make_engine(parsed, json_serializer=dump_json)
 
 
 def upsert_insert(dialect_name: str) -> Callable[..., Any]:

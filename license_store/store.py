@@ -22,16 +22,15 @@ from typing import Any, Self
 from sqlalchemy import Select, bindparam, func, select
 from sqlalchemy.engine import Connection, Row
 
+from exchange.db import begin_write, safe_url
 from exchange.standards.holder_ids import HolderKind, mask_id
 from exchange.standards.license_ids import LicenseIdentifier, parse_license_id
 from license_store import migrations
 from license_store.database import (
-    WRITE_OPTION,
     JSONText,
     bulk_insert,
     create_store_engine,
     refresh_statistics,
-    safe_url,
     translate_errors,
     upsert_insert,
 )
@@ -244,10 +243,8 @@ class LicenseStore:
         """One transaction; on SQLite it takes the write lock up front (BEGIN IMMEDIATE)."""
         with translate_errors(self.url):
             self._require_current_schema()
-            with self._engine.connect() as conn:
-                conn.execution_options(**{WRITE_OPTION: True})
-                with conn.begin():
-                    yield conn
+            with begin_write(self._engine) as conn:
+                yield conn
 
     # -- writes -------------------------------------------------------------------------------
 

@@ -2,25 +2,24 @@
 
 ``upgrade(target)`` brings a database to head, ``current_revision(target)`` and
 ``is_current(target)`` say where it is. ``target`` is a URL or an engine the caller holds;
-migrations then run on one of its connections, inside one transaction.
+migrations then run on one of its connections, inside one transaction. Database errors leave
+as :mod:`license_store.errors`. The running itself is :class:`exchange.db.Migrations`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import cache
 from pathlib import Path
 
-from alembic import command
 from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Engine
 
-from license_store.database import create_store_engine, safe_url, translate_errors
+from exchange.db import Migrations, safe_url
+from license_store.database import create_store_engine, translate_errors
 
 __all__ = [
+    "MIGRATIONS",
     "MIGRATIONS_DIR",
     "VERSION_TABLE",
     "alembic_config",
@@ -33,24 +32,17 @@ __all__ = [
 MIGRATIONS_DIR = Path(__file__).resolve().parent
 # Its own version table, so the store can share a database with other Alembic-managed schemas.
 VERSION_TABLE = "alembic_version_license_store"
+MIGRATIONS = Migrations(MIGRATIONS_DIR, VERSION_TABLE)
 
 
 def alembic_config(url: str | None = None) -> Config:
     """An Alembic config for the license store's migrations, ``sqlalchemy.url`` set if given."""
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    if url is not None:
-        config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
-    return config
+    return MIGRATIONS.config(url)
 
 
-@cache
 def head_revision() -> str:
     """The revision this code's schema is at."""
-    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-    if head is None:  # pragma: no cover - the package ships its migrations
-        raise RuntimeError(f"no migrations found in {MIGRATIONS_DIR}")
-    return head
+    return MIGRATIONS.head_revision()
 
 
 def _where(target: str | Engine) -> str:
@@ -59,29 +51,28 @@ def _where(target: str | Engine) -> str:
 
 @contextmanager
 def _engine(target: str | Engine) -> Iterator[Engine]:
-    if isinstance(target, Engine):
-        yield target
-        return
-    engine = create_store_engine(target)
-    try:
-        yield engine
-    finally:
-        engine.dispose()
+    """The engine ``target`` names, translated errors; one made from a URL is disposed after."""
+    with translate_errors(_where(target)):
+        if isinstance(target, Engine):
+            yield target
+            return
+        engine = create_store_engine(target)
+        try:
+            yield engine
+        finally:
+            engine.dispose()
 
 
 def upgrade(target: str | Engine, revision: str = "head") -> None:
     """Migrate the database at ``target`` (URL or engine) to ``revision``, in one transaction."""
-    with translate_errors(_where(target)), _engine(target) as engine, engine.begin() as conn:
-        config = alembic_config()
-        config.attributes["connection"] = conn
-        command.upgrade(config, revision)
+    with _engine(target) as engine:
+        MIGRATIONS.upgrade(engine, revision)
 
 
 def current_revision(target: str | Engine) -> str | None:
     """The revision the database at ``target`` is at; ``None`` before the first migration."""
-    with translate_errors(_where(target)), _engine(target) as engine, engine.connect() as conn:
-        context = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
-        return context.get_current_revision()
+    with _engine(target) as engine:
+        return MIGRATIONS.current_revision(engine)
 
 
 def is_current(target: str | Engine) -> bool:

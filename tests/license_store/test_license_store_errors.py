@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from exchange.db import safe_url
 from license_store import LicenseStore, LicenseStoreError, StoreUnavailable
-from license_store.database import create_store_engine, safe_url
+from license_store.database import create_store_engine
 
 UNREACHABLE = "postgresql+psycopg://govx:s3cret-pw@127.0.0.1:1/licenses?connect_timeout=2"
 
