@@ -23,5 +23,8 @@ lint: $(STAMP)
 test: $(STAMP) lint
 	$(BIN)/pytest
 
+bench: $(STAMP)
+	$(BIN)/python bench/sync.py
+
 clean:
 	rm -rf var .pytest_cache .ruff_cache
