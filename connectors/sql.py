@@ -9,7 +9,10 @@ Options (the ``connector.options`` block of a source)::
     batch_size: 5000        # optional; rows per Arrow record batch (overrides the request)
 
 A full refresh (``since`` is ``None``) reads every row; an incremental run reads
-``WHERE cursor > :since ORDER BY cursor, primary key`` with ``since`` as a bound parameter. Rows
+``WHERE cursor >= :since ORDER BY cursor, primary key`` with ``since`` as a bound parameter: the
+rows at the watermark itself are read again, so a row committed later with the same cursor value
+(clocks with second precision, long transactions) is never lost; re-reading an unchanged row is
+harmless because the license store writes only changed content. Rows
 stream through a server-side cursor (``stream_results``/``yield_per``) and become Arrow batches
 column by column, typed from the reflected column types. ``cursor_after`` is the highest cursor
 value read, made JSON-friendly (dates and datetimes as ISO strings); the next run's ``since`` is
@@ -127,7 +130,7 @@ class SqlConnector(Connector):
         cursor = source.columns[request.cursor_column] if request.cursor_column else None
         if cursor is not None and request.since is not None:
             since = _since_as_column_value(request, cursor.type)
-            statement = statement.where(cursor > sa.bindparam("since", since, type_=cursor.type))
+            statement = statement.where(cursor >= sa.bindparam("since", since, type_=cursor.type))
         order = [source.columns[name] for name in request.primary_key]
         statement = statement.order_by(*([cursor] if cursor is not None else []), *order)
         fields = [_arrow_field(c.name, c.type, conn.dialect) for c in columns]

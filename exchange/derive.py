@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from exchange.config import Deployment, LicenseMapping, LicenseType, SourceConfig
 from exchange.standards.dates import add_years, to_date
-from exchange.standards.holder_ids import HolderKind, validate_ric, validate_uscc
+from exchange.standards.holder_ids import normalise_id
 from license_store.records import LicenseRecord
 
 __all__ = ["LicenseDeriver"]
@@ -39,8 +39,7 @@ class LicenseDeriver:
 
     def _record(self, row: dict, mapping: LicenseMapping, ltype: LicenseType) -> LicenseRecord:
         kind = ltype.holder_kind
-        holder = row[mapping.holder_id]
-        holder_id = validate_ric(holder) if kind is HolderKind.NATURAL else validate_uscc(holder)
+        holder_id = normalise_id(row[mapping.holder_id])  # validated by the quality gate
         issue_date = to_date(row[mapping.issue_date])
         assert issue_date is not None  # the gate guarantees it
         rule = ltype.validity.rule

@@ -137,10 +137,10 @@ def test_incremental_extract(engine: sa.Engine, db_url: str) -> None:
     assert first.cursor_after == (T0 + dt.timedelta(minutes=12)).isoformat()
     since = json.loads(json.dumps(first.cursor_after))  # what a state store would give back
 
-    # nothing changed: nothing read, cursor unchanged, schema still known
+    # nothing changed: only the row at the watermark is read again, cursor unchanged
     second, batches = extract(db_url, since=since, table="persons", batch_size=5)
-    assert batches == []
-    assert second.rows_read == 0
+    assert ids(batches) == [12]
+    assert second.rows_read == 1
     assert second.cursor_after == since
     assert second.schema == first.schema
 
@@ -158,13 +158,25 @@ def test_incremental_extract(engine: sa.Engine, db_url: str) -> None:
             )
     insert_people(engine, [person(13, later), person(14, later + dt.timedelta(minutes=3))])
     third, batches = extract(db_url, since=since, table="persons", batch_size=5)
-    assert ids(batches) == [13, 7, 3, 14]
-    assert third.rows_read == 4
-    assert pa.Table.from_batches(batches).column("name").to_pylist()[1:3] == [
+    assert ids(batches) == [12, 13, 7, 3, 14]
+    assert third.rows_read == 5
+    assert pa.Table.from_batches(batches).column("name").to_pylist()[2:4] == [
         "陈奕迅（改名）",
         "王小明（改名）",
     ]
     assert third.cursor_after == (later + dt.timedelta(minutes=3)).isoformat()
+
+
+def test_a_row_committed_later_at_the_watermark_is_not_lost(
+    engine: sa.Engine, db_url: str
+) -> None:
+    insert_people(engine, [person(i, T0 + dt.timedelta(minutes=i)) for i in range(1, 4)])
+    first, _ = extract(db_url, table="persons")
+    # a transaction that stamped its row with the same second commits after the run
+    insert_people(engine, [person(4, T0 + dt.timedelta(minutes=3))])
+    second, batches = extract(db_url, since=first.cursor_after, table="persons")
+    assert ids(batches) == [3, 4]
+    assert second.cursor_after == first.cursor_after
 
 
 def test_query_option_wraps_a_select(engine: sa.Engine, db_url: str) -> None:
@@ -183,7 +195,7 @@ def test_query_option_wraps_a_select(engine: sa.Engine, db_url: str) -> None:
 
     since = (T0 + dt.timedelta(minutes=4)).isoformat()
     incremental, batches = extract(db_url, since=since, query=query)
-    assert ids(batches) == [5, 6]
+    assert ids(batches) == [4, 5, 6]  # the row at the watermark is read again
     assert incremental.cursor_after == (T0 + dt.timedelta(minutes=6)).isoformat()
 
 
@@ -206,7 +218,10 @@ def test_columns_option_and_date_cursor(engine: sa.Engine, db_url: str) -> None:
     again = SqlConnector(
         ExtractRequest(**{**request.__dict__, "since": extraction.cursor_after})
     ).extract()
-    assert list(again) == [] and again.cursor_after == newest.isoformat()
+    again_ids = [i for b in again for i in b.column("id").to_pylist()]
+    assert again.cursor_after == newest.isoformat()
+    at_watermark = [i for i in range(1, 5) if person(i, T0)["birth_date"] == newest]
+    assert again_ids == at_watermark  # only the rows at the watermark, read again
     assert sum(b.num_rows for b in batches) == 4
 
 
@@ -285,7 +300,7 @@ def test_sqlite_text_columns_stay_strings(sqlite_url: str) -> None:
     assert batches[0].column("code").to_pylist() == ["007"]
     assert extraction.cursor_after == "2024-03-01T08:00:00"
     _, batches = extract(sqlite_url, since=extraction.cursor_after)
-    assert batches == []
+    assert ids(batches) == [1]  # the row at the watermark, compared as text
 
 
 @pytest.mark.parametrize(
