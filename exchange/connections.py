@@ -27,6 +27,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from sqlalchemy.engine import URL, make_url
 
 from connectors.errors import TerminalError
+from exchange.db import safe_url
 from exchange.settings import ENV_FILE_NAME, load_env_file
 
 __all__ = [
@@ -48,7 +49,6 @@ DRIVERS = {
 JSON_KEYS = frozenset(
     {"conn_type", "host", "login", "password", "port", "schema", "extra", "description"}
 )
-SENSITIVE_QUERY_KEYS = ("password", "secret", "token", "key")
 
 
 class ConnectionNotFound(TerminalError, LookupError):
@@ -85,7 +85,7 @@ class Connection:
     safe_url: str = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "safe_url", _safe_url(make_url(self.url)))
+        object.__setattr__(self, "safe_url", safe_url(self.url))
 
     def __repr__(self) -> str:
         return f"Connection(conn_id={self.conn_id!r}, url={self.safe_url!r})"
@@ -243,13 +243,3 @@ def _driver(conn_id: str, conn_type: str) -> str:
             f"unsupported connection type {conn_type!r} (supported: {supported}, "
             f"or a SQLAlchemy URL with its driver such as mssql+pyodbc://...)",
         ) from None
-
-
-def _safe_url(url: URL) -> str:
-    """The URL with its password, and any secret-looking query parameter, replaced by ``***``."""
-    hidden = {
-        key: "***" for key in url.query if any(word in key.lower() for word in SENSITIVE_QUERY_KEYS)
-    }
-    if hidden:
-        url = url.update_query_dict(hidden)
-    return url.render_as_string(hide_password=True)

@@ -44,12 +44,23 @@ WRITE_OPTION = "govx_write"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
+SENSITIVE_QUERY_KEYS = ("password", "secret", "token", "key")
+
+
 def safe_url(url: str | URL) -> str:
-    """The URL as it may be shown: password replaced by ``***``."""
+    """The URL as it may be shown: the password and secret-looking query parameters as ``***``."""
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        parsed = make_url(url)
     except exc.ArgumentError:
         return "<unparsable database URL>"
+    hidden = {
+        key: "***"
+        for key in parsed.query
+        if any(word in key.lower() for word in SENSITIVE_QUERY_KEYS)
+    }
+    if hidden:
+        parsed = parsed.update_query_dict(hidden)
+    return parsed.render_as_string(hide_password=True)
 
 
 def engine_url(url: str | URL) -> URL:

@@ -22,7 +22,11 @@ class MaskingFilter(logging.Filter):
 
     @staticmethod
     def _mask(value: object) -> object:
-        return mask_ids_in_text(value) if isinstance(value, str) else value
+        if isinstance(value, int | float | bool) or value is None:
+            return value  # keeps %d and %.1f working; a number is never an 18-character ID here
+        text = str(value)  # exceptions and other objects are formatted with str() anyway
+        masked = mask_ids_in_text(text)
+        return value if masked == text else masked
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.msg, str):

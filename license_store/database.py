@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
@@ -25,7 +24,7 @@ from sqlalchemy import Table, exc
 from sqlalchemy.engine import URL, Connection, Dialect, Engine
 
 from exchange.db import engine_url, make_engine, safe_url
-from exchange.standards.holder_ids import mask_id
+from exchange.standards.holder_ids import mask_ids_in_text
 from license_store.errors import (
     ConflictError,
     LicenseStoreError,
@@ -47,8 +46,6 @@ __all__ = [
 SUPPORTED_BACKENDS = ("sqlite", "postgresql")
 MAX_MESSAGE = 300
 
-# 18-character resident IDs / credit codes and 15-digit first-generation resident IDs.
-_ID_PATTERN = re.compile(r"(?<![0-9A-Za-z])(?:[0-9A-Z]{17}[0-9A-Z]|[0-9]{15})(?![0-9A-Za-z])")
 # SQLSTATEs meaning "the schema is not what this code expects": undefined table / column.
 _MISSING_SCHEMA_SQLSTATES = {"42P01", "42703"}
 _MISSING_SCHEMA_SQLITE = ("no such table", "no such column")
@@ -171,15 +168,11 @@ def dump_json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
-def _mask_ids(text: str) -> str:
-    return _ID_PATTERN.sub(lambda match: mask_id(match.group(0)), text)
-
-
 def _driver_message(error: BaseException) -> str:
     """First line of the driver's message, IDs masked, bounded; never the SQL parameters."""
     original = getattr(error, "orig", None) or error
     lines = str(original).strip().splitlines()
-    text = _mask_ids(lines[0].strip() if lines else type(original).__name__)
+    text = mask_ids_in_text(lines[0].strip() if lines else type(original).__name__)
     if len(text) > MAX_MESSAGE:
         text = text[: MAX_MESSAGE - 1] + "…"
     sqlstate = getattr(original, "sqlstate", None)

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from exchange.cli import app
 
 REPO = Path(__file__).resolve().parents[1]
-RAW_ID = re.compile(r"(?<![0-9A-Z*])[0-9]{17}[0-9X](?![0-9A-Z])")
+RAW_ID = re.compile(r"(?<![0-9*])[0-9]{17}[0-9Xx](?![0-9A-Za-z])")
 runner = CliRunner(env={"COLUMNS": "200"})
 
 

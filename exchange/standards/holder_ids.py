@@ -197,10 +197,18 @@ def parse_holder_id(
 
 
 _ID_IN_TEXT = re.compile(
-    r"(?<![0-9A-Z])([0-9]{17}[0-9X]|[0-9]{8}[0-9A-HJ-NPQRTUWXY]{10})(?![0-9A-Z])"
+    # an 18-character resident ID, also glued to a word before it ("ID110105...")
+    r"(?<![0-9])[0-9]{17}[0-9Xx](?![0-9A-Za-z])"
+    # a unified social credit code (or anything of its shape), as a token of its own
+    r"|(?<![0-9A-Za-z])[0-9]{8}[0-9A-Za-z]{10}(?![0-9A-Za-z])"
+    # a first-generation 15-digit resident ID
+    r"|(?<![0-9])[0-9]{15}(?![0-9])"
 )
 
 
 def mask_ids_in_text(text: str) -> str:
-    """Mask every 18-character resident ID or credit code that appears inside free text."""
-    return _ID_IN_TEXT.sub(lambda m: mask_id(m.group(1)), text)
+    """Mask every resident ID (18 or 15 characters, any case) or credit code inside free text.
+
+    The one masker for messages, errors and log lines; it errs on the side of masking.
+    """
+    return _ID_IN_TEXT.sub(lambda m: mask_id(m.group(0)), text)

@@ -167,9 +167,7 @@ def test_incremental_extract(engine: sa.Engine, db_url: str) -> None:
     assert third.cursor_after == (later + dt.timedelta(minutes=3)).isoformat()
 
 
-def test_a_row_committed_later_at_the_watermark_is_not_lost(
-    engine: sa.Engine, db_url: str
-) -> None:
+def test_a_row_committed_later_at_the_watermark_is_not_lost(engine: sa.Engine, db_url: str) -> None:
     insert_people(engine, [person(i, T0 + dt.timedelta(minutes=i)) for i in range(1, 4)])
     first, _ = extract(db_url, table="persons")
     # a transaction that stamped its row with the same second commits after the run

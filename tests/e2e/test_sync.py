@@ -20,7 +20,7 @@ from exchange.sync import RunFailed, SyncContext, land, publish, sync
 from license_store.api import create_app
 from license_store.store import LicenseStore
 
-RAW_ID = re.compile(r"(?<![0-9A-Z*])[0-9]{17}[0-9X](?![0-9A-Z])")
+RAW_ID = re.compile(r"(?<![0-9*])[0-9]{17}[0-9Xx](?![0-9A-Za-z])")
 
 
 def sync_all(deployment: Deployment) -> dict[str, object]:
