@@ -8,13 +8,21 @@ imports); each task is one call into :mod:`exchange.sync`. ``land`` extracts and
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from airflow.sdk import Asset, Param, dag, get_current_context, task
 
 from exchange.config import SourceConfig, load_deployment
+
+if TYPE_CHECKING:
+    from airflow.sdk import DAG
+
+    from exchange.sync import SyncContext
 
 CONFIG_DIR = Path(
     os.environ.get("GOVX_CONFIG") or Path(__file__).resolve().parent.parent / "config"
@@ -22,7 +30,29 @@ CONFIG_DIR = Path(
 START = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
 
-def build_sync_dag(source: SourceConfig):
+def context() -> SyncContext:
+    """The tasks' context: the same deployment directory the DAGs were parsed from."""
+    from exchange.sync import SyncContext
+
+    return SyncContext(deployment=load_deployment(CONFIG_DIR))
+
+
+@contextlib.contextmanager
+def failing_fast_when_terminal() -> Iterator[None]:
+    """Turn a run failure that retrying cannot fix into a task failure without retries."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from exchange.sync import RunFailed
+
+    try:
+        yield
+    except RunFailed as exc:
+        if exc.terminal:
+            raise AirflowFailException(str(exc)) from None
+        raise
+
+
+def build_sync_dag(source: SourceConfig) -> DAG:
     """The DAG that syncs one source."""
 
     @dag(
@@ -45,26 +75,18 @@ def build_sync_dag(source: SourceConfig):
     def sync_source() -> None:
         @task
         def land() -> str:
-            from airflow.sdk.exceptions import AirflowFailException
-
-            from exchange.sync import RunFailed
             from exchange.sync import land as land_run
 
             full_refresh = bool(get_current_context()["params"].get("full_refresh"))
-            try:
-                return land_run(source.id, full_refresh=full_refresh).run_id
-            except RunFailed as exc:
-                from connectors.errors import TerminalError
-
-                if isinstance(exc.__cause__, TerminalError):
-                    raise AirflowFailException(str(exc)) from exc  # retrying will not help
-                raise
+            with failing_fast_when_terminal():
+                return land_run(source.id, full_refresh=full_refresh, context=context()).run_id
 
         @task(outlets=[Asset(f"govx://dataset/{source.dataset}")])
         def publish(sync_run_id: str) -> dict:
             from exchange.sync import publish as publish_run
 
-            run = publish_run(sync_run_id)
+            with failing_fast_when_terminal():
+                run = publish_run(sync_run_id, context=context())
             return {
                 "run_id": run.run_id,
                 "rows_read": run.rows_read,

@@ -46,7 +46,7 @@ __all__ = [
 
 SECTIONS = ("regions", "departments", "license_types", "sources", "matters")
 SLUG = r"^[a-z][a-z0-9_]{1,62}$"
-LICENSE_STATUSES = ("valid", "expired", "revoked", "suspended")
+SCHEDULE_PRESETS = ("@once", "@continuous", "@hourly", "@daily", "@weekly", "@monthly", "@yearly")
 
 
 class ConfigError(ValueError):
@@ -166,9 +166,23 @@ class LicenseMapping(_Model):
     status: str | None = None
     status_values: dict[str, Literal["valid", "expired", "revoked", "suspended"]] = Field(
         default_factory=dict,
-        description="source status value -> license status; unmapped values are 'valid'",
+        description="every source status value -> license status; a row with any other "
+        "value is quarantined",
     )
     face: dict[str, str] = Field(default_factory=dict, description="face field -> column")
+    optional: bool = Field(
+        default=False,
+        description="a row whose holder ID, number or issue date is empty simply has no "
+        "license of this mapping (e.g. a birth record without a father) instead of being held",
+    )
+
+    @model_validator(mode="after")
+    def _status_values(self) -> LicenseMapping:
+        if self.status and not self.status_values:
+            raise ValueError("'status' needs 'status_values' listing every value of the column")
+        if self.status_values and not self.status:
+            raise ValueError("'status_values' needs the 'status' column")
+        return self
 
     def columns(self) -> set[str]:
         """Every source column this mapping reads."""
@@ -190,6 +204,18 @@ class SourceConfig(_Model):
     cursor: str | None = Field(default=None, description="column that grows with every change")
     schedule: str | None = "@daily"
     licenses: tuple[LicenseMapping, ...] = ()
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, value: str | None) -> str | None:
+        if value is None or value in SCHEDULE_PRESETS:
+            return value
+        from croniter import croniter  # Airflow's own cron parser
+
+        if not croniter.is_valid(value):
+            presets = ", ".join(SCHEDULE_PRESETS)
+            raise ValueError(f"not a cron expression or one of {presets}: {value!r}")
+        return value
 
 
 class Material(_Model):

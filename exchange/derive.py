@@ -15,6 +15,7 @@ from exchange.config import Deployment, LicenseMapping, LicenseType, SourceConfi
 from exchange.standards.dates import add_years, to_date
 from exchange.standards.holder_ids import normalise_id
 from license_store.records import LicenseRecord
+from quality.gate import applies
 
 __all__ = ["LicenseDeriver"]
 
@@ -51,9 +52,9 @@ class LicenseDeriver:
             valid_from, valid_to = issue_date, add_years(issue_date, ltype.validity.years or 0)
         else:
             valid_from, valid_to = issue_date, None
-        status = "valid"
-        if mapping.status:
-            status = mapping.status_values.get(_text(row.get(mapping.status)), "valid")
+        status = (
+            mapping.status_values[_text(row.get(mapping.status))] if mapping.status else "valid"
+        )
         face = {
             name: _text(row.get(column))
             for name, column in mapping.face.items()
@@ -79,7 +80,8 @@ class LicenseDeriver:
         )
 
     def records(self, table: pa.Table) -> Iterator[LicenseRecord]:
-        """One record per row and mapping."""
+        """One record per row and mapping that applies to it (see :func:`quality.gate.applies`)."""
         for row in table.to_pylist():
             for mapping, ltype in self.mappings:
-                yield self._record(row, mapping, ltype)
+                if applies(mapping, row):
+                    yield self._record(row, mapping, ltype)

@@ -196,6 +196,7 @@ class ExchangeState:
                     licenses_inserted=inserted,
                     licenses_updated=updated,
                     licenses_unchanged=unchanged,
+                    error=None,
                 )
             )
             values = {"cursor_value": run.cursor_after, "run_id": run.run_id, "updated_at": now}
@@ -207,6 +208,24 @@ class ExchangeState:
             if not moved:
                 conn.execute(source_cursors.insert().values(source_id=run.source_id, **values))
         return self.run(run.run_id)
+
+    def record_error(self, run_id: str, error: str) -> None:
+        """Note why an attempt failed without ending the run (it can be attempted again)."""
+        self._update(run_id, error=error[:4000])
+
+    def succeeded_since(self, source_id: str, started_at: dt.datetime) -> bool:
+        """Whether a run of the source that started after ``started_at`` has succeeded."""
+        query = (
+            sa.select(sa.func.count())
+            .select_from(sync_runs)
+            .where(
+                sync_runs.c.source_id == source_id,
+                sync_runs.c.status == RunStatus.SUCCEEDED.value,
+                sync_runs.c.started_at > started_at,
+            )
+        )
+        with self.engine.connect() as conn:
+            return bool(conn.execute(query).scalar_one())
 
     def fail_run(self, run_id: str, error: str) -> None:
         self._update(run_id, status=RunStatus.FAILED.value, finished_at=_now(), error=error[:4000])

@@ -34,14 +34,29 @@ ProgressCallback = Callable[[int], None]
 
 
 class RunFailed(RuntimeError):
-    """A sync run failed; the message says which source, which run and why (IDs masked)."""
+    """A sync run failed; the message says which source, which run and why (IDs masked).
 
-    def __init__(self, source_id: str, run_id: str | None, reason: str) -> None:
+    ``terminal`` is true when retrying cannot help (bad credentials, a missing table or column,
+    a superseded run); a scheduler retries the others. The original exception is not chained:
+    driver messages may quote row values, and this message is the masked account of it.
+    """
+
+    def __init__(
+        self, source_id: str, run_id: str | None, reason: str, *, terminal: bool = False
+    ) -> None:
         self.source_id = source_id
         self.run_id = run_id
         self.reason = reason
+        self.terminal = terminal
         where = f"source {source_id}" + (f", run {run_id}" if run_id else "")
         super().__init__(f"{where}: {reason}")
+
+
+def _is_terminal(exc: BaseException) -> bool:
+    from connectors.errors import TerminalError
+    from quality.gate import MissingColumns
+
+    return isinstance(exc, TerminalError | MissingColumns | KeyError)
 
 
 @dataclass
@@ -117,7 +132,7 @@ def land(
         reason = _reason(exc)
         state.fail_run(run_id, reason)
         log.error("run %s of %s failed while landing: %s", run_id, source_id, reason)
-        raise RunFailed(source_id, run_id, reason) from exc
+        raise RunFailed(source_id, run_id, reason, terminal=_is_terminal(exc)) from None
     log.info("run %s of %s landed %d rows", run_id, source_id, writer.rows)
     return state.run(run_id)
 
@@ -159,7 +174,13 @@ def publish(
     state = context.get_state()
     run = state.run(run_id)
     if run.status is not RunStatus.LANDED:
-        raise RunFailed(run.source_id, run_id, f"cannot publish a run that is {run.status.value}")
+        raise RunFailed(
+            run.source_id, run_id, f"cannot publish a run that is {run.status.value}", terminal=True
+        )
+    if state.succeeded_since(run.source_id, run.started_at):
+        reason = "superseded: a newer run of this source has already been published"
+        state.fail_run(run_id, reason)
+        raise RunFailed(run.source_id, run_id, reason, terminal=True)
     deployment = context.get_deployment()
     source = deployment.source(run.source_id)
     counts = {"loaded": 0, "quarantined": 0}
@@ -193,9 +214,13 @@ def publish(
         )
     except Exception as exc:
         reason = _reason(exc)
-        state.fail_run(run_id, reason)
+        terminal = _is_terminal(exc)
+        if terminal:
+            state.fail_run(run_id, reason)
+        else:  # the batch stays landed: publishing it again (a retry) may well succeed
+            state.record_error(run_id, reason)
         log.error("run %s of %s failed while publishing: %s", run_id, run.source_id, reason)
-        raise RunFailed(run.source_id, run_id, reason) from exc
+        raise RunFailed(run.source_id, run_id, reason, terminal=terminal) from None
     log.info(
         "run %s of %s succeeded: %d rows read, %d loaded, %d quarantined; "
         "licenses %d new, %d updated, %d unchanged",

@@ -29,6 +29,8 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
+from license_store.records import MAX_NUMBER_LENGTH
+
 __all__ = ["license_sequences", "license_versions", "licenses", "metadata"]
 
 NAMING_CONVENTION = {
@@ -60,7 +62,7 @@ licenses = Table(
     Column("holder_id", String(18), nullable=False),
     Column("holder_kind", String(8), nullable=False),
     Column("holder_name", Text, nullable=False),
-    Column("number", String(128), nullable=False),
+    Column("number", String(MAX_NUMBER_LENGTH), nullable=False),
     Column("issue_date", Date, nullable=False),
     Column("valid_from", Date, nullable=True),
     Column("valid_to", Date, nullable=True),

@@ -18,6 +18,7 @@ from exchange.standards.holder_ids import HolderKind
 
 __all__ = [
     "LICENSE_STATUSES",
+    "MAX_NUMBER_LENGTH",
     "License",
     "LicenseRecord",
     "LicenseVersion",
@@ -29,6 +30,7 @@ __all__ = [
 ]
 
 LICENSE_STATUSES = ("valid", "expired", "revoked", "suspended")
+MAX_NUMBER_LENGTH = 128  # characters of a license number the store keeps
 HOLDER_KINDS = tuple(kind.value for kind in HolderKind)
 # Fields that describe where a record came from, not what the license says.
 PROVENANCE_FIELDS = ("source_id", "run_id")

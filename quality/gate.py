@@ -22,8 +22,9 @@ from exchange.standards.holder_ids import (
     validate_ric,
     validate_uscc,
 )
+from license_store.records import MAX_NUMBER_LENGTH
 
-__all__ = ["REASONS_COLUMN", "GateResult", "MissingColumns", "RowGate"]
+__all__ = ["REASONS_COLUMN", "GateResult", "MissingColumns", "RowGate", "applies"]
 
 REASONS_COLUMN = "_govx_reasons"
 
@@ -35,6 +36,20 @@ def is_ric(value: object) -> bool:
     except InvalidIdentifier:
         return False
     return True
+
+
+def applies(mapping: LicenseMapping, row: dict) -> bool:
+    """Whether the row should give a license of this mapping.
+
+    Always, unless the mapping is ``optional`` and the row leaves its holder ID, number or issue
+    date empty: a birth record without a father gives no father's copy, and that is not an error.
+    """
+    if not mapping.optional:
+        return True
+    return not any(
+        _blank(row.get(column))
+        for column in (mapping.holder_id, mapping.number, mapping.issue_date)
+    )
 
 
 class MissingColumns(ValueError):
@@ -99,12 +114,23 @@ class RowGate:
         until = dates.get(mapping.valid_to) if mapping.valid_to else None
         if issued and until and until < issued:
             reasons.append(f"{mapping.valid_to}: ends {until} before issue date {issued}")
+        number = row.get(mapping.number)
+        if not _blank(number) and len(str(number).strip()) > MAX_NUMBER_LENGTH:
+            reasons.append(f"{mapping.number}: longer than {MAX_NUMBER_LENGTH} characters")
+        if mapping.status:
+            value = row.get(mapping.status)
+            text = "" if value is None else str(value).strip()
+            if text not in mapping.status_values:
+                known = ", ".join(mapping.status_values)
+                reasons.append(f"{mapping.status}: unknown status {text[:32]!r} (mapped: {known})")
         return reasons
 
     def check_row(self, row: dict) -> list[str]:
         """Every reason the row cannot become licenses (empty: it passes)."""
         reasons: list[str] = []
         for mapping, kind in self.rules:
+            if not applies(mapping, row):
+                continue
             for reason in self._mapping_reasons(row, mapping, kind):
                 if reason not in reasons:
                     reasons.append(reason)

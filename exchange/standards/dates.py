@@ -7,6 +7,7 @@ import datetime as dt
 
 __all__ = ["add_years", "to_date"]
 
+CHINA = dt.timezone(dt.timedelta(hours=8), "CST")
 _TEXT_FORMATS = ("%Y-%m-%d", "%Y%m%d", "%Y/%m/%d", "%Y.%m.%d")
 
 
@@ -15,6 +16,8 @@ def to_date(value: object) -> dt.date | None:
     if value is None:
         return None
     if isinstance(value, dt.datetime):
+        if value.tzinfo is not None:  # a timestamptz: the calendar date in China (UTC+8)
+            value = value.astimezone(CHINA)
         return value.date()
     if isinstance(value, dt.date):
         return value

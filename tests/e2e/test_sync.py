@@ -18,6 +18,7 @@ from exchange.demo import DemoSystem, dirty_rows, sample_applicant, simulate_cha
 from exchange.state import ExchangeState, RunStatus
 from exchange.sync import RunFailed, SyncContext, land, publish, sync
 from license_store.api import create_app
+from license_store.errors import StoreUnavailable
 from license_store.store import LicenseStore
 
 RAW_ID = re.compile(r"(?<![0-9*])[0-9]{17}[0-9Xx](?![0-9A-Za-z])")
@@ -134,13 +135,16 @@ def test_a_run_that_dies_before_committing_is_redone_without_duplicates(
         with pytest.raises(RunFailed, match="simulated crash"):
             publish(landed.run_id, context=context)
     with ExchangeState() as state:
-        assert state.run(landed.run_id).status is RunStatus.FAILED
+        crashed = state.run(landed.run_id)
+        assert crashed.status is RunStatus.LANDED and "simulated crash" in (crashed.error or "")
         assert state.cursor(source_id) is None  # the cursor did not move
     redo = sync(source_id, context=SyncContext(deployment=deployment))
     assert redo.rows_read == landed.rows_read
     assert (redo.licenses_inserted, redo.licenses_updated) == (0, 0)  # already there, unchanged
     with LicenseStore() as store:
         assert store.count() == redo.licenses_unchanged
+    with pytest.raises(RunFailed, match="superseded"):
+        publish(landed.run_id, context=context)  # the crashed run's batch is stale now
 
 
 def test_unreachable_source_fails_clearly_and_keeps_the_cursor(
@@ -180,3 +184,41 @@ def test_logs_never_show_an_unmasked_id(
         sync_all(deployment)
     assert "quarantined" in caplog.text
     assert not RAW_ID.search(caplog.text)
+
+
+def test_a_publish_that_failed_transiently_can_be_retried(
+    deployment: Deployment, demo_systems: list[DemoSystem], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    context = SyncContext(deployment=deployment)
+    landed = land("chancheng_birth_certificates", context=context)
+
+    def locked(*_args: object, **_kwargs: object) -> None:
+        raise StoreUnavailable("the license store is locked (simulated)")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(LicenseStore, "upsert", locked)
+        with pytest.raises(RunFailed) as info:
+            publish(landed.run_id, context=context)
+    assert not info.value.terminal
+    with ExchangeState() as state:
+        pending = state.run(landed.run_id)
+        assert pending.status is RunStatus.LANDED and "locked" in (pending.error or "")
+    done = publish(landed.run_id, context=context)  # what the scheduler's retry does
+    assert done.status is RunStatus.SUCCEEDED and done.error is None
+    assert done.rows_loaded == landed.rows_read
+
+
+def test_an_older_landed_run_cannot_overwrite_a_newer_one(
+    deployment: Deployment, demo_systems: list[DemoSystem]
+) -> None:
+    context = SyncContext(deployment=deployment)
+    stale = land("nanhai_real_estate", context=context)
+    simulate_changes(demo_systems)
+    newer = sync("nanhai_real_estate", full_refresh=True, context=context)
+    assert newer.status is RunStatus.SUCCEEDED
+    with pytest.raises(RunFailed, match="superseded") as info:
+        publish(stale.run_id, context=context)
+    assert info.value.terminal
+    with ExchangeState() as state:
+        assert state.cursor("nanhai_real_estate") == newer.cursor_after
+        assert state.run(stale.run_id).status is RunStatus.FAILED

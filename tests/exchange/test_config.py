@@ -167,3 +167,18 @@ def test_secrets_are_not_accepted_in_yaml(config_copy: Path) -> None:
     [problem] = problems(config_copy)
     assert "sources[0].connection" in problem
     assert "hunter2pw" not in problem
+
+
+@pytest.mark.parametrize("schedule", ["0 25 * * *", "every day", "@fortnightly"])
+def test_bad_schedules_are_caught_by_config_check(config_copy: Path, schedule: str) -> None:
+    edit(config_copy / "sources.yaml", lambda d: d["sources"][2].update(schedule=schedule))
+    [problem] = problems(config_copy)
+    assert "sources[2].schedule: not a cron expression" in problem
+
+
+def test_status_column_needs_its_values(config_copy: Path) -> None:
+    edit(
+        config_copy / "sources.yaml", lambda d: d["sources"][1]["licenses"][0].pop("status_values")
+    )
+    [problem] = problems(config_copy)
+    assert "sources[1].licenses[0]: 'status' needs 'status_values'" in problem

@@ -141,3 +141,83 @@ def test_derive_both_spouses_get_the_marriage_certificate(deployment) -> None:
     records = list(LicenseDeriver(source, deployment, "r").records(pa.Table.from_pylist([row])))
     assert {r.holder_name for r in records} == {"陈大文", "李美玲"}
     assert {r.number for r in records} == {"J440604-2019-001234"}
+
+
+def birth_row(**overrides: object) -> dict:
+    row = {
+        "record_id": 1,
+        "cert_no": "Q440123456",
+        "baby_name": "李梓涵",
+        "baby_gender": "女",
+        "birth_date": "2024-12-18",
+        "birth_place": "佛山市妇幼保健院",
+        "mother_id": rid("44080219900101002"),
+        "mother_name": "陈嘉欣",
+        "father_id": OLDER,
+        "father_name": "李伟明",
+        "issue_date": "2024-12-20",
+    }
+    row.update(overrides)
+    return row
+
+
+def test_an_optional_mapping_without_a_holder_is_skipped_not_held(deployment) -> None:
+    source = deployment.source("chancheng_birth_certificates")
+    rows = [
+        birth_row(),
+        birth_row(record_id=2, cert_no="Q440123457", father_id=None, father_name=None),
+    ]
+    result = RowGate(source, deployment).split(pa.Table.from_pylist(rows))
+    assert result.passed.num_rows == 2 and result.quarantined.num_rows == 0
+    records = list(LicenseDeriver(source, deployment, "r").records(result.passed))
+    assert [r.holder_name for r in records] == ["陈嘉欣", "李伟明", "陈嘉欣"]
+    # an optional mapping still checks what is there: a bad father ID holds the row
+    bad = RowGate(source, deployment).split(
+        pa.Table.from_pylist([birth_row(father_id=OLDER[:-1] + "0")])
+    )
+    assert bad.quarantined.num_rows == 1
+
+
+def test_unknown_status_values_are_held_not_guessed(deployment) -> None:
+    source = deployment.source("gd_household_registry")
+    rows = [person(1, GOOD, household_status="待核实"), person(2, OLDER, household_status=None)]
+    result = RowGate(source, deployment).split(pa.Table.from_pylist(rows))
+    reasons = result.quarantined.column(REASONS_COLUMN).to_pylist()
+    assert reasons[0] == ["household_status: unknown status '待核实' (mapped: 正常, 迁出, 注销)"]
+    assert reasons[1] == ["household_status: unknown status '' (mapped: 正常, 迁出, 注销)"]
+
+
+def test_deregistered_resident_has_a_revoked_card(deployment) -> None:
+    source = deployment.source("gd_household_registry")
+    table = pa.Table.from_pylist([person(1, GOOD, household_status="注销")])
+    assert {r.status for r in LicenseDeriver(source, deployment, "r").records(table)} == {"revoked"}
+
+
+def test_overlong_license_numbers_are_held(deployment) -> None:
+    source = deployment.source("foshan_marriage_registry")
+    row = {
+        "marriage_id": 1,
+        "cert_no": "J" * 129,
+        "husband_id": OLDER,
+        "husband_name": "陈大文",
+        "wife_id": rid("44080219900101002"),
+        "wife_name": "李美玲",
+        "register_date": "2019-05-20",
+        "register_office": "佛山市禅城区民政局婚姻登记处",
+        "marital_status": "已婚",
+    }
+    [reasons] = (
+        RowGate(source, deployment)
+        .split(pa.Table.from_pylist([row]))
+        .quarantined.column(REASONS_COLUMN)
+        .to_pylist()
+    )
+    assert reasons == ["cert_no: longer than 128 characters"]
+
+
+def test_a_timestamptz_gives_the_date_in_china() -> None:
+    from exchange.standards import to_date
+
+    late_evening_utc = dt.datetime(2024, 3, 1, 17, 30, tzinfo=dt.UTC)  # 01:30 on 2 March in China
+    assert to_date(late_evening_utc) == dt.date(2024, 3, 2)
+    assert to_date(dt.datetime(2024, 3, 1, 17, 30)) == dt.date(2024, 3, 1)  # naive: as written
