@@ -371,16 +371,34 @@ def _format_path(loc: tuple[Any, ...]) -> str:
     return text
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping (YAML says it is an error;
+    PyYAML would silently keep the last one)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def _read_sections(directory: Path) -> tuple[dict[str, Any], dict[str, Path], list[str]]:
     data: dict[str, Any] = {}
     origin: dict[str, Path] = {}
     problems: list[str] = []
-    files = sorted(directory.glob("*.yaml")) + sorted(directory.glob("*.yml"))
+    files = [
+        p for p in sorted(directory.glob("*.yaml")) + sorted(directory.glob("*.yml")) if p.is_file()
+    ]
     if not files:
         raise ConfigError([f"{directory}: no YAML files found"])
     for path in files:
         try:
-            content = yaml.safe_load(path.read_text(encoding="utf-8"))
+            content = yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader)
         except UnicodeDecodeError as exc:
             problems.append(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})")
             continue

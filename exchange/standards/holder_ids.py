@@ -131,9 +131,9 @@ def validate_ric(value: object, field: str = "holder_id", today: dt.date | None 
         )
     if not _RIC_FORMAT.match(number):
         raise InvalidIdentifier(field, number, "bad format (17 digits then a digit or X expected)")
-    try:
-        birth = ric.get_birth_date(number)
-    except InvalidComponent:
+    try:  # YYYYMMDD at positions 7-14, as stdnum.cn.ric.get_birth_date reads it
+        birth = dt.date(int(number[6:10]), int(number[10:12]), int(number[12:14]))
+    except ValueError:
         raise InvalidIdentifier(field, number, "bad birth date") from None
     if birth > (today or dt.date.today()):
         raise InvalidIdentifier(field, number, "bad birth date (in the future)")

@@ -182,3 +182,20 @@ def test_status_column_needs_its_values(config_copy: Path) -> None:
     )
     [problem] = problems(config_copy)
     assert "sources[1].licenses[0]: 'status' needs 'status_values'" in problem
+
+
+def test_a_key_given_twice_is_an_error(config_copy: Path) -> None:
+    text = (config_copy / "regions.yaml").read_text(encoding="utf-8")
+    (config_copy / "regions.yaml").write_text(
+        text.replace(
+            '{code: "440000", name: 广东省}', '{code: "440000", name: 广东省, name: 湖南省}'
+        ),
+        encoding="utf-8",
+    )
+    [problem] = problems(config_copy)
+    assert "regions.yaml: line 3" in problem and "duplicate key 'name'" in problem
+
+
+def test_a_folder_named_like_yaml_is_ignored(config_copy: Path) -> None:
+    (config_copy / "drafts.yaml").mkdir()
+    assert load_deployment(config_copy).sources
