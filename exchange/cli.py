@@ -172,7 +172,7 @@ def sync(
 
 
 WIDE_TERMINAL = 140
-NUMBER_COLUMNS = ("read", "loaded", "held", "new", "upd", "secs")
+NUMBER_COLUMNS = ("read", "loaded", "held", "new", "upd", "s")
 
 
 def _runs_table(runs: list, title: str) -> Table:
@@ -180,10 +180,19 @@ def _runs_table(runs: list, title: str) -> Table:
     wide = console.width >= WIDE_TERMINAL
     columns = ["source", *(["run"] if wide else []), "status", "mode", *NUMBER_COLUMNS]
     columns += ["cursor after"] if wide else []
-    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    table = Table(
+        title=title,
+        caption="rows read, loaded, held (quarantined); licenses new and updated (upd); seconds",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+    )
     for column in columns:
         table.add_column(
-            column, justify="right" if column in NUMBER_COLUMNS else "left", no_wrap=True
+            column,
+            justify="right" if column in NUMBER_COLUMNS else "left",
+            no_wrap=True,
+            min_width=len(column),
         )
     for run in runs:
         counts = (
@@ -198,8 +207,8 @@ def _runs_table(runs: list, title: str) -> Table:
             *([run.run_id] if wide else []),
             "ok" if run.status.value == "succeeded" else run.status.value,
             "full" if run.cursor_before is None else "incr",
-            *(f"{v:,}" if v is not None else "-" for v in counts),
-            f"{run.duration_s:.1f}" if run.duration_s is not None else "-",
+            *((f"{v:,}" if wide else str(v)) if v is not None else "-" for v in counts),
+            f"{run.duration_s:.{1 if wide else 0}f}" if run.duration_s is not None else "-",
         ]
         if wide:
             row.append(str(run.cursor_after) if run.cursor_after is not None else "-")
