@@ -203,6 +203,11 @@ class SourceConfig(_Model):
     primary_key: tuple[str, ...] = Field(min_length=1)
     cursor: str | None = Field(default=None, description="column that grows with every change")
     schedule: str | None = "@daily"
+    schema_policy: Literal["evolve", "freeze", "quarantine"] = Field(
+        default="evolve",
+        description="what a run whose columns changed does: load (evolve), fail (freeze) or "
+        "hold every row (quarantine)",
+    )
     licenses: tuple[LicenseMapping, ...] = ()
 
     @field_validator("schedule")

@@ -43,6 +43,7 @@ sync_runs = sa.Table(
     sa.Column("licenses_unchanged", sa.Integer),
     sa.Column("landing_path", sa.Text),
     sa.Column("error", sa.Text),
+    sa.Column("schema_drift", sa.JSON),
     sa.Index("ix_sync_runs_source_started", "source_id", "started_at"),
 )
 
@@ -53,6 +54,7 @@ source_cursors = sa.Table(
     sa.Column("cursor_value", sa.JSON),
     sa.Column("run_id", sa.String(64), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("accepted_schema", sa.JSON),
 )
 
 
@@ -84,6 +86,7 @@ class RunRecord:
     licenses_unchanged: int | None
     landing_path: str | None
     error: str | None
+    schema_drift: dict | None = None
 
     @property
     def duration_s(self) -> float | None:
@@ -145,6 +148,15 @@ class ExchangeState:
                 )
             ).scalar_one_or_none()
 
+    def accepted_schema(self, source_id: str) -> list[dict[str, str]] | None:
+        """The columns of the source's last accepted run (``None`` before the first)."""
+        with self.engine.connect() as conn:
+            return conn.execute(
+                sa.select(source_cursors.c.accepted_schema).where(
+                    source_cursors.c.source_id == source_id
+                )
+            ).scalar_one_or_none()
+
     def start_run(self, source_id: str, cursor_before: Any, full_refresh: bool) -> str:
         run_id = new_run_id()
         with begin_write(self.engine) as conn:
@@ -161,7 +173,12 @@ class ExchangeState:
         return run_id
 
     def mark_landed(
-        self, run_id: str, rows_read: int, cursor_after: Any, landing_path: str
+        self,
+        run_id: str,
+        rows_read: int,
+        cursor_after: Any,
+        landing_path: str,
+        schema_drift: dict[str, Any] | None = None,
     ) -> None:
         self._update(
             run_id,
@@ -170,6 +187,7 @@ class ExchangeState:
             rows_read=rows_read,
             cursor_after=cursor_after,
             landing_path=landing_path,
+            schema_drift=schema_drift,
         )
 
     def finish_run(
@@ -181,8 +199,13 @@ class ExchangeState:
         inserted: int,
         updated: int,
         unchanged: int,
+        accepted_schema: list[dict[str, str]] | None = None,
     ) -> RunRecord:
-        """Mark a landed run succeeded and advance its source's cursor, in one transaction."""
+        """Mark a landed run succeeded and advance its source's cursor, in one transaction.
+
+        ``accepted_schema`` (the run's columns, when its rows were accepted) becomes the schema
+        the next run is compared with; ``None`` keeps the previous one.
+        """
         now = _now()
         with begin_write(self.engine) as conn:
             conn.execute(
@@ -200,6 +223,8 @@ class ExchangeState:
                 )
             )
             values = {"cursor_value": run.cursor_after, "run_id": run.run_id, "updated_at": now}
+            if accepted_schema is not None:
+                values["accepted_schema"] = accepted_schema
             moved = conn.execute(
                 source_cursors.update()
                 .where(source_cursors.c.source_id == run.source_id)

@@ -23,6 +23,7 @@ import pyarrow as pa
 
 from exchange.config import Deployment, SourceConfig, load_deployment
 from exchange.lake import LandingWriter, landed_batches, read_manifest, write_quarantine
+from exchange.schema_drift import SchemaDriftError, compare_schemas
 from exchange.standards.holder_ids import mask_ids_in_text
 from exchange.state import ExchangeState, RunRecord, RunStatus
 
@@ -56,7 +57,7 @@ def _is_terminal(exc: BaseException) -> bool:
     from connectors.errors import TerminalError
     from quality.gate import MissingColumns
 
-    return isinstance(exc, TerminalError | MissingColumns | KeyError)
+    return isinstance(exc, TerminalError | MissingColumns | SchemaDriftError | KeyError)
 
 
 @dataclass
@@ -118,6 +119,17 @@ def land(
             since=since,
         )
         extraction = connector_class(source.connector.kind)(request).extract()
+        drift = compare_schemas(state.accepted_schema(source_id), extraction.schema)
+        if drift.changed:
+            if source.schema_policy == "freeze":
+                raise SchemaDriftError(f"schema drift under policy freeze: {drift.describe()}")
+            log.warning(
+                "run %s of %s: schema drift (policy %s): %s",
+                run_id,
+                source_id,
+                source.schema_policy,
+                drift.describe(),
+            )
         writer = LandingWriter(source_id, run_id, extraction.schema)
         for batch in extraction:
             writer.write(batch)
@@ -125,7 +137,13 @@ def land(
                 on_rows(batch.num_rows)
         cursor_after = extraction.cursor_after
         writer.close(since, cursor_after)
-        state.mark_landed(run_id, writer.rows, cursor_after, str(writer.final_dir))
+        state.mark_landed(
+            run_id,
+            writer.rows,
+            cursor_after,
+            str(writer.final_dir),
+            schema_drift=drift.to_json() if drift.changed else None,
+        )
     except Exception as exc:
         if writer is not None:
             writer.abort()
@@ -135,6 +153,23 @@ def land(
         raise RunFailed(source_id, run_id, reason, terminal=_is_terminal(exc)) from None
     log.info("run %s of %s landed %d rows", run_id, source_id, writer.rows)
     return state.run(run_id)
+
+
+def _held_for_drift(run: RunRecord, source: SourceConfig) -> str | None:
+    """The reason to hold every row of a run whose columns drifted under ``quarantine``."""
+    if not run.schema_drift or source.schema_policy != "quarantine":
+        return None
+    drift = run.schema_drift
+    added, removed, retyped = (drift.get(k) or {} for k in ("added", "removed", "retyped"))
+    return "schema drift under policy quarantine: columns " + "; ".join(
+        part
+        for part in (
+            f"added {', '.join(added)}" if added else "",
+            f"removed {', '.join(removed)}" if removed else "",
+            f"retyped {', '.join(retyped)}" if retyped else "",
+        )
+        if part
+    )
 
 
 def _gated_records(
@@ -150,8 +185,9 @@ def _gated_records(
 
     gate = RowGate(source, deployment)
     deriver = LicenseDeriver(source, deployment, run.run_id)
+    hold_all = _held_for_drift(run, source)
     for batch in landed_batches(Path(run.landing_path or "")):
-        result = gate.split(batch)
+        result = gate.hold(batch, hold_all) if hold_all else gate.split(batch)
         counts["loaded"] += result.passed.num_rows
         counts["quarantined"] += result.quarantined.num_rows
         if result.quarantined.num_rows:
@@ -211,6 +247,7 @@ def publish(
             inserted=result.inserted,
             updated=result.updated,
             unchanged=result.unchanged,
+            accepted_schema=None if _held_for_drift(run, source) else manifest.schema,
         )
     except Exception as exc:
         reason = _reason(exc)

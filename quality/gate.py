@@ -136,6 +136,14 @@ class RowGate:
                     reasons.append(reason)
         return reasons
 
+    def hold(self, batch: pa.RecordBatch | pa.Table, reason: str) -> GateResult:
+        """Hold every row of the batch with the same reason (e.g. a schema drift to review)."""
+        table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
+        reasons = pa.array([[reason]] * table.num_rows, type=pa.list_(pa.string()))
+        return GateResult(
+            passed=table.slice(0, 0), quarantined=table.append_column(REASONS_COLUMN, reasons)
+        )
+
     def split(self, batch: pa.RecordBatch | pa.Table) -> GateResult:
         """Split a batch; raises :class:`MissingColumns` if mapped columns are absent."""
         table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
