@@ -30,7 +30,9 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Check the deployment configuration.", no_args_is_help=True)
 db_app = typer.Typer(help="Manage the exchange and license databases.", no_args_is_help=True)
+schema_app = typer.Typer(help="Review a source's schema drift.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+app.add_typer(schema_app, name="schema")
 app.add_typer(db_app, name="db")
 
 console = Console()
@@ -214,6 +216,34 @@ def _runs_table(runs: list, title: str) -> Table:
             row.append(str(run.cursor_after) if run.cursor_after is not None else "-")
         table.add_row(*row)
     return table
+
+
+@schema_app.command("accept")
+def schema_accept(
+    source_id: Annotated[str, typer.Argument(help="Source id from sources.yaml.")],
+) -> None:
+    """Accept the columns of the source's latest landed run as its schema from now on.
+
+    After a drift held under ``schema_policy: quarantine`` (or failed under ``freeze``, once the
+    contract was agreed), the next runs are compared with the accepted columns and load again.
+    """
+    from exchange.lake import read_manifest
+    from exchange.schema_drift import compare_schemas
+    from exchange.state import ExchangeState
+
+    with ExchangeState() as state:
+        state.upgrade()
+        landed = [r for r in state.runs(source_id, limit=50) if r.landing_path]
+        if not landed:
+            raise _fail(f"source {source_id!r} has no landed run to take the schema from")
+        manifest = read_manifest(Path(landed[0].landing_path))
+        previous = state.accepted_schema(source_id)
+        try:
+            state.accept_schema(source_id, manifest.schema)
+        except KeyError as exc:
+            raise _fail(str(exc).strip("'\"")) from None
+    change = compare_schemas(previous, manifest.schema).describe()
+    console.print(f"{source_id}: accepted the columns of run {landed[0].run_id} ({change})")
 
 
 @app.command()

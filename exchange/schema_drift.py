@@ -60,12 +60,15 @@ class SchemaDrift:
         }
 
 
-def compare_schemas(accepted: list[dict[str, str]] | None, current: pa.Schema) -> SchemaDrift:
+def compare_schemas(
+    accepted: list[dict[str, str]] | None, current: pa.Schema | list[dict[str, str]]
+) -> SchemaDrift:
     """The drift from the accepted schema to ``current`` (none when nothing was accepted yet)."""
     if not accepted:
         return SchemaDrift()
+    fields = schema_fields(current) if isinstance(current, pa.Schema) else current
     before = {f["name"]: f["type"] for f in accepted}
-    after = {f["name"]: f["type"] for f in schema_fields(current)}
+    after = {f["name"]: f["type"] for f in fields}
     return SchemaDrift(
         added={n: t for n, t in after.items() if n not in before},
         removed={n: t for n, t in before.items() if n not in after},

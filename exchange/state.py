@@ -157,6 +157,17 @@ class ExchangeState:
                 )
             ).scalar_one_or_none()
 
+    def accept_schema(self, source_id: str, schema: list[dict[str, str]]) -> None:
+        """Make ``schema`` the one the source's next runs are compared with."""
+        with begin_write(self.engine) as conn:
+            accepted = conn.execute(
+                source_cursors.update()
+                .where(source_cursors.c.source_id == source_id)
+                .values(accepted_schema=schema)
+            ).rowcount
+        if not accepted:
+            raise KeyError(f"source {source_id!r} has no successful run yet")
+
     def start_run(self, source_id: str, cursor_before: Any, full_refresh: bool) -> str:
         run_id = new_run_id()
         with begin_write(self.engine) as conn:

@@ -80,3 +80,21 @@ def test_quarantine_holds_every_row_of_the_drifted_run(
     ]
     # the drifted schema was not accepted: the next run is held too, until someone decides
     assert sync(SOURCE, context=context).schema_drift is not None
+
+
+def test_accepting_the_schema_lets_rows_load_again(
+    deployment: Deployment, demo_systems: list[DemoSystem]
+) -> None:
+    from typer.testing import CliRunner
+
+    from exchange.cli import app
+
+    context = SyncContext(deployment=with_policy(deployment, "quarantine"))
+    sync(SOURCE, context=context)
+    add_column_and_touch_rows(demo_systems)
+    assert sync(SOURCE, context=context).rows_loaded == 0
+    result = CliRunner(env={"COLUMNS": "200"}).invoke(app, ["schema", "accept", SOURCE])
+    assert result.exit_code == 0, result.output
+    assert "added phone (string)" in result.output
+    again = sync(SOURCE, context=context)
+    assert again.schema_drift is None and again.rows_loaded == again.rows_read > 0
