@@ -247,6 +247,50 @@ def schema_accept(
 
 
 @app.command()
+def catalog(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the catalogue as JSON.")] = False,
+    show_fields: Annotated[
+        bool, typer.Option("--fields", help="List every field and its type.")
+    ] = False,
+) -> None:
+    """Show the resource catalogue: datasets, owners, sharing types, update frequency, fields."""
+    from dataclasses import asdict
+
+    from exchange.catalog import build_catalog
+    from exchange.state import ExchangeState
+
+    deployment = _deployment()
+    with ExchangeState() as state:
+        state.upgrade()
+        entries = build_catalog(deployment, state)
+    if as_json:
+        console.print_json(json.dumps([asdict(e) for e in entries], ensure_ascii=False))
+        return
+    sharing = {"unconditional": "无条件共享", "conditional": "有条件共享", "not_shared": "不予共享"}
+    console.print(f"[bold]resource catalogue[/] (政务信息资源目录): {len(entries)} datasets")
+    for entry in entries:
+        console.print(
+            f"\n[bold]{entry.id}[/]  {entry.name}  {sharing[entry.sharing]}  "
+            f"updated {entry.update_frequency}",
+            highlight=False,
+        )
+        grid = Table.grid(padding=(0, 2))
+        grid.add_column(style="dim", no_wrap=True)
+        grid.add_column(overflow="fold")
+        grid.add_row("owner", f"{entry.owner} ({entry.owner_region})")
+        grid.add_row("sources", ", ".join(entry.sources) or "none")
+        if entry.description:
+            grid.add_row("about", entry.description)
+        if not entry.fields:
+            grid.add_row("fields", "not synced yet")
+        elif show_fields:
+            grid.add_row("fields", ", ".join(f"{f['name']} {f['type']}" for f in entry.fields))
+        else:
+            grid.add_row("fields", f"{len(entry.fields)} (--fields lists them)")
+        console.print(grid, highlight=False)
+
+
+@app.command()
 def runs(
     source_id: Annotated[str | None, typer.Argument(help="Only this source.")] = None,
     limit: Annotated[int, typer.Option(help="How many runs.", min=1)] = 20,

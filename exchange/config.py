@@ -33,6 +33,7 @@ from exchange.standards.regions import Region, validate_region_code
 __all__ = [
     "ConfigError",
     "ConnectorConfig",
+    "DatasetConfig",
     "Department",
     "Deployment",
     "LicenseMapping",
@@ -44,7 +45,7 @@ __all__ = [
     "load_deployment",
 ]
 
-SECTIONS = ("regions", "departments", "license_types", "sources", "matters")
+SECTIONS = ("regions", "departments", "license_types", "datasets", "sources", "matters")
 SLUG = r"^[a-z][a-z0-9_]{1,62}$"
 SCHEDULE_PRESETS = ("@once", "@continuous", "@hourly", "@daily", "@weekly", "@monthly", "@yearly")
 
@@ -144,6 +145,17 @@ class LicenseType(_Model):
     validity: Validity = Validity(rule="permanent")
     sharing: Literal["unconditional", "conditional", "not_shared"] = "unconditional"
     face_fields: tuple[FaceField, ...] = ()
+
+
+class DatasetConfig(_Model):
+    """An entry of the resource catalogue (政务信息资源目录): a dataset the exchange keeps."""
+
+    id: str = Field(pattern=SLUG)
+    name: str
+    department: str = Field(description="owner department id")
+    sharing: Literal["unconditional", "conditional", "not_shared"]
+    update_frequency: Literal["realtime", "hourly", "daily", "weekly", "monthly", "yearly"]
+    description: str | None = None
 
 
 class ConnectorConfig(_Model):
@@ -253,6 +265,7 @@ class Deployment(_Model):
     regions: tuple[RegionConfig, ...] = Field(min_length=1)
     departments: tuple[Department, ...] = Field(min_length=1)
     license_types: tuple[LicenseType, ...] = ()
+    datasets: tuple[DatasetConfig, ...] = ()
     sources: tuple[SourceConfig, ...] = ()
     matters: tuple[Matter, ...] = ()
 
@@ -267,6 +280,10 @@ class Deployment(_Model):
     @cached_property
     def license_type_by_id(self) -> dict[str, LicenseType]:
         return {t.id: t for t in self.license_types}
+
+    @cached_property
+    def dataset_by_id(self) -> dict[str, DatasetConfig]:
+        return {d.id: d for d in self.datasets}
 
     @cached_property
     def source_by_id(self) -> dict[str, SourceConfig]:
@@ -293,6 +310,7 @@ class Deployment(_Model):
             ("departments", "code"),
             ("license_types", "id"),
             ("license_types", "code"),
+            ("datasets", "id"),
             ("sources", "id"),
             ("matters", "code"),
         ):
@@ -323,7 +341,16 @@ class Deployment(_Model):
                         f"unknown department {ltype.issuing_department!r}",
                     )
                 )
+        for i, dataset in enumerate(self.datasets):
+            if dataset.department not in departments:
+                problems.append(
+                    (("datasets", i, "department"), f"unknown department {dataset.department!r}")
+                )
         for i, src in enumerate(self.sources):
+            if self.datasets and src.dataset not in self.dataset_by_id:
+                problems.append(
+                    (("sources", i, "dataset"), f"dataset {src.dataset!r} is not in the catalogue")
+                )
             if src.department not in departments:
                 problems.append(
                     (("sources", i, "department"), f"unknown department {src.department!r}")

@@ -199,3 +199,9 @@ def test_a_key_given_twice_is_an_error(config_copy: Path) -> None:
 def test_a_folder_named_like_yaml_is_ignored(config_copy: Path) -> None:
     (config_copy / "drafts.yaml").mkdir()
     assert load_deployment(config_copy).sources
+
+
+def test_every_source_dataset_must_be_catalogued(config_copy: Path) -> None:
+    edit(config_copy / "datasets.yaml", lambda d: d["datasets"].pop(0))
+    [problem] = problems(config_copy)
+    assert "sources[0].dataset: dataset 'household_registry' is not in the catalogue" in problem
