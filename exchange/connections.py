@@ -39,6 +39,9 @@ __all__ = [
 ]
 
 ENV_PREFIX = "AIRFLOW_CONN_"
+# Connections that are not databases: a REST endpoint, or a drop folder (any fsspec URL).
+PASSTHROUGH_SCHEMES = ("http", "https", "file", "memory", "s3", "gs", "abfs", "sftp")
+
 DRIVERS = {
     "postgres": "postgresql+psycopg",
     "postgresql": "postgresql+psycopg",
@@ -103,12 +106,16 @@ def resolve_connection(conn_id: str) -> Connection:
     """Look a connection id up in the environment (after loading ``$GOVX_HOME/.env``).
 
     Raises :class:`ConnectionNotFound` when it is not set and :class:`InvalidConnection` when its
-    value cannot be turned into a SQLAlchemy URL of a supported or installed dialect.
+    value cannot be turned into a SQLAlchemy URL of a supported or installed dialect. REST and
+    file-drop URLs (``https://``, ``file://``, ``s3://`` ...) pass through unchanged.
     """
     load_env_file()
     value = os.environ.get(env_var_name(conn_id))
     if value is None:
         raise ConnectionNotFound(conn_id)
+    scheme = value.strip().partition("://")[0].lower()
+    if scheme in PASSTHROUGH_SCHEMES:  # REST endpoints and file drops: the URL is used as given
+        return Connection(conn_id, value.strip())
     url = _to_sqlalchemy_url(conn_id, value.strip())
     try:
         url.get_dialect()

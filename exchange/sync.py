@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from exchange.config import Deployment, SourceConfig, load_deployment
 from exchange.lake import LandingWriter, landed_batches, read_manifest, write_quarantine
-from exchange.schema_drift import SchemaDriftError, compare_schemas
+from exchange.schema_drift import SchemaDrift, SchemaDriftError, compare_schemas
 from exchange.standards.holder_ids import mask_ids_in_text
 from exchange.state import ExchangeState, RunRecord, RunStatus
 
@@ -119,22 +119,12 @@ def land(
             since=since,
         )
         extraction = connector_class(source.connector.kind)(request).extract()
-        drift = compare_schemas(state.accepted_schema(source_id), extraction.schema)
-        if drift.changed:
-            if source.schema_policy == "freeze":
-                raise SchemaDriftError(f"schema drift under policy freeze: {drift.describe()}")
-            log.warning(
-                "run %s of %s: schema drift (policy %s): %s",
-                run_id,
-                source_id,
-                source.schema_policy,
-                drift.describe(),
-            )
         writer = LandingWriter(source_id, run_id, extraction.schema)
         for batch in extraction:
             writer.write(batch)
             if on_rows:
                 on_rows(batch.num_rows)
+        drift = _check_drift(source, run_id, state, extraction.schema, writer.rows)
         cursor_after = extraction.cursor_after
         writer.close(since, cursor_after)
         state.mark_landed(
@@ -153,6 +143,30 @@ def land(
         raise RunFailed(source_id, run_id, reason, terminal=_is_terminal(exc)) from None
     log.info("run %s of %s landed %d rows", run_id, source_id, writer.rows)
     return state.run(run_id)
+
+
+def _check_drift(
+    source: SourceConfig, run_id: str, state: ExchangeState, schema: pa.Schema, rows: int
+) -> SchemaDrift:
+    """Compare a run's columns with the accepted ones; ``freeze`` raises before anything lands.
+
+    A run without rows says nothing about the source's columns (a files source with no new
+    file, say), so it never counts as drift.
+    """
+    if not rows:
+        return SchemaDrift()
+    drift = compare_schemas(state.accepted_schema(source.id), schema)
+    if drift.changed:
+        if source.schema_policy == "freeze":
+            raise SchemaDriftError(f"schema drift under policy freeze: {drift.describe()}")
+        log.warning(
+            "run %s of %s: schema drift (policy %s): %s",
+            run_id,
+            source.id,
+            source.schema_policy,
+            drift.describe(),
+        )
+    return drift
 
 
 def _held_for_drift(run: RunRecord, source: SourceConfig) -> str | None:
@@ -247,7 +261,9 @@ def publish(
             inserted=result.inserted,
             updated=result.updated,
             unchanged=result.unchanged,
-            accepted_schema=None if _held_for_drift(run, source) else manifest.schema,
+            accepted_schema=None
+            if _held_for_drift(run, source) or not manifest.rows
+            else manifest.schema,
         )
     except Exception as exc:
         reason = _reason(exc)
