@@ -308,6 +308,13 @@ def runs(
     for run in history:
         if run.error:
             err_console.print(f"[red]{run.run_id}[/] {run.source_id}: {run.error}", highlight=False)
+        for outcome in run.source_report or []:
+            if outcome.get("status") == "rejected":
+                err_console.print(
+                    f"[yellow]{run.run_id}[/] {run.source_id}: file {outcome['name']} rejected: "
+                    f"{outcome['reason']}",
+                    highlight=False,
+                )
 
 
 def _lookup_via_api(holder_id: str, store_url: str | None = None) -> tuple[int, dict]:

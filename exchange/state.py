@@ -44,6 +44,7 @@ sync_runs = sa.Table(
     sa.Column("landing_path", sa.Text),
     sa.Column("error", sa.Text),
     sa.Column("schema_drift", sa.JSON),
+    sa.Column("source_report", sa.JSON),
     sa.Index("ix_sync_runs_source_started", "source_id", "started_at"),
 )
 
@@ -87,6 +88,7 @@ class RunRecord:
     landing_path: str | None
     error: str | None
     schema_drift: dict | None = None
+    source_report: list[dict] | None = None
 
     @property
     def duration_s(self) -> float | None:
@@ -190,6 +192,7 @@ class ExchangeState:
         cursor_after: Any,
         landing_path: str,
         schema_drift: dict[str, Any] | None = None,
+        source_report: list[dict[str, Any]] | None = None,
     ) -> None:
         self._update(
             run_id,
@@ -199,6 +202,7 @@ class ExchangeState:
             cursor_after=cursor_after,
             landing_path=landing_path,
             schema_drift=schema_drift,
+            source_report=source_report,
         )
 
     def finish_run(

@@ -14,6 +14,7 @@ nothing (the store compares content hashes), so no row is lost or duplicated.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -133,6 +134,7 @@ def land(
             cursor_after,
             str(writer.final_dir),
             schema_drift=drift.to_json() if drift.changed else None,
+            source_report=_source_report(extraction, run_id, source_id),
         )
     except Exception as exc:
         if writer is not None:
@@ -143,6 +145,24 @@ def land(
         raise RunFailed(source_id, run_id, reason, terminal=_is_terminal(exc)) from None
     log.info("run %s of %s landed %d rows", run_id, source_id, writer.rows)
     return state.run(run_id)
+
+
+def _source_report(extraction: object, run_id: str, source_id: str) -> list[dict] | None:
+    """What the connector says about the run beyond its rows: today, each dropped file's fate."""
+    files = getattr(extraction, "files", None)
+    if files is None:
+        return None
+    report = [dataclasses.asdict(outcome) for outcome in files]
+    for outcome in report:
+        if outcome["status"] == "rejected":
+            log.warning(
+                "run %s of %s rejected file %s: %s",
+                run_id,
+                source_id,
+                outcome["name"],
+                outcome["reason"],
+            )
+    return report
 
 
 def _check_drift(
