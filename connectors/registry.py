@@ -32,7 +32,7 @@ __all__ = ["ENTRY_POINT_GROUP", "available_kinds", "connector_class", "register"
 log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "govexchange.connectors"
-BUILTIN_MODULES: tuple[str, ...] = ("connectors.sql", "connectors.files")
+BUILTIN_MODULES: tuple[str, ...] = ("connectors.sql", "connectors.files", "connectors.rest")
 KIND_PATTERN = re.compile(r"^[a-z][a-z0-9_]{1,62}$")
 
 ConnectorT = TypeVar("ConnectorT", bound=type[Connector])

@@ -259,31 +259,24 @@ class Simulator:
             status, payload, headers = self._token(handler, body)
         elif method == "GET" and target.path == self.path:
             fault = self._take_fault()
-            if fault == "reset":
+            if fault == "resets":
                 _reset(handler)
                 return
-            if fault == "slow":
+            if fault == "slow":  # then answered normally, if the client still listens
                 time.sleep(self.faults.slow_seconds)
-                fault = self._take_fault(after_slow=True)
+                fault = None
             status, payload, headers = self._data(handler, params, fault)
         else:
             status, payload, headers = 404, _json_bytes({"error": "not found"}), {}
         logged.status = status
         _answer(handler, status, payload, headers)
 
-    def _take_fault(self, after_slow: bool = False) -> str | None:
+    def _take_fault(self) -> str | None:
+        """The counted fault this request gets, if any (one per request, in this order)."""
         with self._lock:
-            faults = self.faults
-            if not after_slow:
-                if faults.resets:
-                    faults.resets -= 1
-                    return "reset"
-                if faults.slow:
-                    faults.slow -= 1
-                    return "slow"
-            for name in ("rate_limited", "server_errors", "unauthorized"):
-                if getattr(faults, name):
-                    setattr(faults, name, getattr(faults, name) - 1)
+            for name in ("resets", "slow", "rate_limited", "server_errors", "unauthorized"):
+                if getattr(self.faults, name):
+                    setattr(self.faults, name, getattr(self.faults, name) - 1)
                     return name
         return None
 
