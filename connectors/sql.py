@@ -7,6 +7,7 @@ Options (the ``connector.options`` block of a source)::
     query: SELECT ...       # instead of ``table``: one SELECT, wrapped as a subquery
     columns: [id, name]     # optional; must include the primary key and the cursor column
     batch_size: 5000        # optional; rows per Arrow record batch (overrides the request)
+    fast_path: auto         # optional; "off" always reads through SQLAlchemy's Python rows
 
 A full refresh (``since`` is ``None``) reads every row; an incremental run reads
 ``WHERE cursor >= :since ORDER BY cursor, primary key`` with ``since`` as a bound parameter: the
@@ -18,6 +19,15 @@ column by column, typed from the reflected column types. ``cursor_after`` is the
 value read, made JSON-friendly (dates and datetimes as ISO strings); the next run's ``since`` is
 turned back into the column's type before it is compared. Backend differences live in
 :mod:`connectors.sql_dialects`, which also translates every driver error.
+
+With ``fast_path: auto`` (the default) the same SELECT is read the fastest way the backend allows,
+with the same schema, values, batches and cursor (``SqlExtraction.read_path`` says which):
+
+- ``adbc``: PostgreSQL with ``adbc_driver_postgresql`` installed and only column types it returns
+  exactly; rows arrive as Arrow (binary ``COPY``), see :mod:`connectors.sql_fast`;
+- ``sqlalchemy-text``: MySQL/MariaDB through PyMySQL; the server-side cursor hands numbers, dates
+  and timestamps over as text and Arrow parses them, column by column;
+- ``sqlalchemy``: everything else, and any source with ``fast_path: off``.
 """
 
 from __future__ import annotations
@@ -25,9 +35,10 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -53,8 +64,11 @@ from connectors.sql_dialects import (
     escape_colons,
     translating_errors,
 )
+from connectors.sql_fast import AdbcReader
 
-__all__ = ["SqlConnector", "SqlExtraction", "SqlOptions", "arrow_type_for"]
+__all__ = ["ReadPath", "SqlConnector", "SqlExtraction", "SqlOptions", "arrow_type_for"]
+
+ReadPath = Literal["adbc", "sqlalchemy-text", "sqlalchemy"]
 
 
 class SqlOptions(BaseModel):
@@ -67,6 +81,7 @@ class SqlOptions(BaseModel):
     query: str | None = Field(default=None, min_length=1)
     columns: tuple[str, ...] | None = Field(default=None, min_length=1)
     batch_size: StrictInt | None = Field(default=None, gt=0)
+    fast_path: Literal["auto", "off"] = "auto"
 
 
 @register("sql")
@@ -92,6 +107,21 @@ class SqlConnector(Connector):
                 reading = conn.execution_options(**dialect.execution_options())
                 plan = self._plan(reading, url, dialect)
         return SqlExtraction(request, engine, dialect, plan, self.batch_size)
+
+    def _read_path(
+        self, conn: Connection, url: URL, dialect: SqlDialect, statement: sa.Select[Any]
+    ) -> tuple[ReadPath, AdbcReader | None, str | None]:
+        """The fastest way to read ``statement`` here: the path, its reader and its SQL text."""
+        if self.options.fast_path == "off":
+            return "sqlalchemy", None, None
+        reader = dialect.arrow_reader(url)
+        if reader is not None:
+            arrow_sql = dialect.arrow_select(conn, statement)
+            if arrow_sql is not None:
+                return "adbc", reader, arrow_sql
+        if dialect.streams_text(conn, statement):
+            return "sqlalchemy-text", None, None
+        return "sqlalchemy", None, None
 
     def _plan(self, conn: Connection, url: URL, dialect: SqlDialect) -> _Plan:
         request = self.request
@@ -134,10 +164,14 @@ class SqlConnector(Connector):
         order = [source.columns[name] for name in request.primary_key]
         statement = statement.order_by(*([cursor] if cursor is not None else []), *order)
         fields = [_arrow_field(c.name, c.type, conn.dialect) for c in columns]
+        path, reader, arrow_sql = self._read_path(conn, url, dialect, statement)
         return _Plan(
             statement=statement,
             schema=pa.schema(fields),
             cursor_index=wanted.index(request.cursor_column) if request.cursor_column else None,
+            path=path,
+            reader=reader,
+            arrow_sql=arrow_sql,
         )
 
 
@@ -146,6 +180,9 @@ class _Plan:
     statement: sa.Select[Any]
     schema: pa.Schema
     cursor_index: int | None
+    path: ReadPath = "sqlalchemy"
+    reader: AdbcReader | None = None
+    arrow_sql: str | None = None
 
 
 class SqlExtraction:
@@ -177,6 +214,11 @@ class SqlExtraction:
         return self._rows_read
 
     @property
+    def read_path(self) -> ReadPath:
+        """How the rows are read: ``adbc``, ``sqlalchemy-text`` or ``sqlalchemy``."""
+        return self._plan.path
+
+    @property
     def cursor_after(self) -> Any | None:
         if self._max_cursor is None:
             return self._request.since
@@ -190,38 +232,68 @@ class SqlExtraction:
 
     def _batches(self) -> Iterator[pa.RecordBatch]:
         request = self._request
+        plan = self._plan
         try:
+            if plan.reader is not None and plan.arrow_sql is not None:
+                batches = plan.reader.batches(plan.arrow_sql, plan.schema, self._batch_size)
+            else:
+                batches = self._sqlalchemy_batches()
             with (
                 translating_errors(request.source_id, self._engine.url, self._dialect),
-                self._engine.connect() as conn,
+                closing(batches),  # stopped early: the reader stops its query now, not at GC
             ):
-                streaming = conn.execution_options(
-                    stream_results=True,
-                    yield_per=self._batch_size,
-                    **self._dialect.execution_options(),
-                )
-                result = streaming.execute(self._plan.statement)
-                finished = False
-                try:
-                    for rows in result.partitions(self._batch_size):
-                        batch = self._record_batch(rows)
-                        self._rows_read += batch.num_rows
-                        self._note_cursor(batch)
-                        yield batch
-                    finished = True
-                finally:
-                    if not finished:  # stopped early: do not read the rest of the cursor
-                        self._dialect.abandon_stream(conn, result)
+                for batch in batches:
+                    self._rows_read += batch.num_rows
+                    self._note_cursor(batch)
+                    yield batch
         finally:
             self._engine.dispose()
 
-    def _record_batch(self, rows: Sequence[Sequence[Any]]) -> pa.RecordBatch:
+    def _sqlalchemy_batches(self) -> Generator[pa.RecordBatch, None, None]:
+        with self._engine.connect() as conn:
+            streaming = conn.execution_options(
+                stream_results=True,
+                yield_per=self._batch_size,
+                **self._dialect.execution_options(),
+            )
+            if self._plan.path == "sqlalchemy-text":
+                # the driver's values as they are: SQLAlchemy would post-process none of them
+                self._dialect.prepare_text_stream(streaming)
+                compiled = self._plan.statement.compile(dialect=streaming.dialect)
+                result = streaming.exec_driver_sql(str(compiled), compiled.params)
+                as_text = self._dialect.text_columns(result.cursor.description or ())
+            else:
+                result = streaming.execute(self._plan.statement)
+                as_text = frozenset()
+            finished = False
+            try:
+                for rows in result.partitions(self._batch_size):
+                    yield self._record_batch(rows, as_text)
+                finished = True
+            finally:
+                if not finished:  # stopped early: do not read the rest of the cursor
+                    self._dialect.abandon_stream(conn, result)
+
+    def _record_batch(
+        self, rows: Sequence[Sequence[Any]], as_text: frozenset[int] = frozenset()
+    ) -> pa.RecordBatch:
         schema = self._plan.schema
         columns = list(zip(*rows, strict=True)) if rows else [() for _ in schema]
         arrays = [
-            self._arrow_array(values, field) for values, field in zip(columns, schema, strict=True)
+            self._parsed_array(values, field) if i in as_text else self._arrow_array(values, field)
+            for i, (values, field) in enumerate(zip(columns, schema, strict=True))
         ]
         return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+    def _parsed_array(self, values: Sequence[Any], field: pa.Field) -> pa.Array:
+        """A column whose values arrived as the server's text, parsed by Arrow."""
+        try:
+            return pa.array(values, type=pa.string()).cast(field.type)
+        except (pa.ArrowException, TypeError, ValueError) as exc:
+            raise SourceDataError(
+                self._request.source_id,
+                f"column {field.name!r}: cannot convert a value to {field.type}: {exc}",
+            ) from None
 
     def _arrow_array(self, values: Sequence[Any], field: pa.Field) -> pa.Array:
         try:

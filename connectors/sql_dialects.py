@@ -2,9 +2,19 @@
 
 Shared code in :mod:`connectors.sql` speaks SQLAlchemy; whatever differs per backend lives in a
 :class:`SqlDialect` here: connect arguments, how to learn the column types of a free ``query``
-(cursor descriptions, or a temporary view on SQLite, whose descriptions carry no types) and how
-the driver reports errors (PostgreSQL SQLSTATEs, MySQL/MariaDB error numbers, SQLite result
-codes). :func:`translating_errors` turns every SQLAlchemy or driver exception into a
+(cursor descriptions, or a temporary view on SQLite, whose descriptions carry no types), how the
+driver reports errors (PostgreSQL SQLSTATEs, MySQL/MariaDB error numbers, SQLite result codes)
+and the backend's fast read path, if it has one:
+
+- PostgreSQL: an Arrow-native driver (:class:`~connectors.sql_fast.AdbcReader` over
+  ``adbc_driver_postgresql``) given the connector's SELECT as SQL text, its bound values rendered
+  by psycopg as literals (``psycopg.sql.Literal``), for the column types it returns exactly as
+  psycopg would (:meth:`PostgresDialect.arrow_select`);
+- MySQL/MariaDB: the same server-side cursor, but PyMySQL hands numbers, dates and timestamps
+  over as the server's text and Arrow parses them, instead of building a Python object per value
+  (:meth:`MySQLDialect.streams_text`).
+
+:func:`translating_errors` turns every SQLAlchemy or driver exception, from either path, into a
 :mod:`connectors.errors` class, with a message that names the source and never the password.
 """
 
@@ -12,14 +22,19 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import importlib.util
+import re
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import quote
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, Connection
+from sqlalchemy.sql import visitors
+from sqlalchemy.sql.elements import BindParameter, ColumnElement
 from sqlalchemy.types import TypeEngine
 
 from connectors.errors import (
@@ -31,6 +46,7 @@ from connectors.errors import (
     SourceSchemaError,
     SourceUnavailable,
 )
+from connectors.sql_fast import AdbcReader
 
 __all__ = ["SqlDialect", "dialect_for", "escape_colons", "translating_errors"]
 
@@ -77,13 +93,34 @@ class SqlDialect:
                     return sql_type
         return sa.types.NullType()
 
-    def classify(self, error: sa_exc.DBAPIError) -> ErrorClass | None:
-        """The connector error class for a driver error, or ``None`` to decide by DBAPI class."""
+    def classify(self, error: BaseException) -> ErrorClass | None:
+        """The connector error class for a driver's exception, or ``None`` to decide by its
+        DB-API class. ``error`` is the driver's own exception (SQLAlchemy's ``orig``)."""
         return None
 
     def abandon_stream(self, conn: Connection, result: sa.CursorResult[Any]) -> None:
         """Stop a half-read server-side cursor without fetching its remaining rows."""
         conn.invalidate()
+
+    def arrow_reader(self, url: URL) -> AdbcReader | None:
+        """A driver that decodes this backend's rows into Arrow itself, or ``None``."""
+        return None
+
+    def arrow_select(self, conn: Connection, statement: sa.Select[Any]) -> str | None:
+        """The SELECT as SQL text for :meth:`arrow_reader`, or ``None`` if a column of it would not
+        come back exactly as through SQLAlchemy (the caller then reads through SQLAlchemy)."""
+        return None
+
+    def streams_text(self, conn: Connection, statement: sa.Select[Any]) -> bool:
+        """Whether this SELECT can stream with values as the server's text, for Arrow to parse."""
+        return False
+
+    def prepare_text_stream(self, conn: Connection) -> None:
+        """Make a (fresh, single-use) streaming connection hand values over as text."""
+
+    def text_columns(self, description: Sequence[Sequence[Any]]) -> frozenset[int]:
+        """Positions of the result columns whose values arrive as text on a text stream."""
+        return frozenset()
 
 
 class PostgresDialect(SqlDialect):
@@ -108,16 +145,43 @@ class PostgresDialect(SqlDialect):
             return sa.Numeric(description[4], description[5])
         return _PG_TYPES.get(name, sa.types.NullType())
 
-    def classify(self, error: sa_exc.DBAPIError) -> ErrorClass | None:
-        sqlstate = getattr(error.orig, "sqlstate", None)
+    def classify(self, error: BaseException) -> ErrorClass | None:
+        sqlstate = getattr(error, "sqlstate", None)  # psycopg and ADBC errors both carry it
         if sqlstate:
             return _PG_SQLSTATES.get(sqlstate) or _PG_SQLSTATE_CLASSES.get(sqlstate[:2])
-        message = str(error.orig)
+        message = str(error)
         if any(marker in message for marker in _PG_AUTH_MARKERS):
             return SourceAuthError
         if "database" in message and "does not exist" in message:
             return SourceSchemaError
         return None
+
+    def arrow_reader(self, url: URL) -> AdbcReader | None:
+        if importlib.util.find_spec("adbc_driver_postgresql") is None:
+            return None
+        return AdbcReader("adbc_driver_postgresql", _libpq_uri(url))
+
+    def arrow_select(self, conn: Connection, statement: sa.Select[Any]) -> str | None:
+        """The connector's SELECT with its bound values (the ``since`` cursor) rendered by psycopg.
+
+        Numeric columns are selected as their text (``CAST(x AS TEXT)``, the server's canonical
+        form, which ADBC would otherwise produce client-side and slower) and cast to the exact
+        decimal by Arrow; filter and order are untouched.
+        """
+        columns = list(statement.selected_columns)
+        if not all(_adbc_reads_exactly(column.type, conn.dialect) for column in columns):
+            return None
+        projected = [
+            sa.cast(c, sa.Text).label(c.name) if _is_exact_numeric(c.type) else c for c in columns
+        ]
+        inlined = visitors.replacement_traverse(
+            statement.with_only_columns(*projected), {}, _psycopg_literals(conn)
+        )
+        # "named" keeps a literal ``%`` as it is (pyformat would double it for the DB-API)
+        compiled = inlined.compile(dialect=type(conn.dialect)(paramstyle="named"))
+        if compiled.binds:  # a bound value we did not inline: never format it ourselves
+            return None
+        return str(compiled)
 
 
 class MySQLDialect(SqlDialect):
@@ -147,10 +211,30 @@ class MySQLDialect(SqlDialect):
             pending.unbuffered_active = False
         conn.invalidate()
 
-    def classify(self, error: sa_exc.DBAPIError) -> ErrorClass | None:
-        args = getattr(error.orig, "args", ())
+    def classify(self, error: BaseException) -> ErrorClass | None:
+        args = getattr(error, "args", ())
         errno = args[0] if args and isinstance(args[0], int) else None
         return _MYSQL_ERRNOS.get(errno) if errno is not None else None
+
+    def streams_text(self, conn: Connection, statement: sa.Select[Any]) -> bool:
+        """Only when SQLAlchemy would not post-process a column (BIT, SET, JSON, TIME do)."""
+        if conn.dialect.driver != "pymysql":
+            return False
+        return all(
+            isinstance(c.type, sa.Float) or _result_processor(c.type, conn.dialect) is None
+            for c in statement.selected_columns
+        )
+
+    def prepare_text_stream(self, conn: Connection) -> None:
+        from pymysql import converters
+
+        driver_connection = conn.connection.driver_connection
+        decoders = dict(driver_connection.decoders)
+        decoders.update(dict.fromkeys(_MYSQL_TEXT_STREAMED, converters.through))
+        driver_connection.decoders = decoders
+
+    def text_columns(self, description: Sequence[Sequence[Any]]) -> frozenset[int]:
+        return frozenset(i for i, d in enumerate(description) if d[1] in _MYSQL_TEXT_STREAMED)
 
 
 class SQLiteDialect(SqlDialect):
@@ -167,9 +251,9 @@ class SQLiteDialect(SqlDialect):
             conn.execute(sa.text(f'DROP VIEW temp."{view}"'))
         return [(column["name"], column["type"]) for column in columns]
 
-    def classify(self, error: sa_exc.DBAPIError) -> ErrorClass | None:
-        name = getattr(error.orig, "sqlite_errorname", "") or ""
-        message = str(error.orig)
+    def classify(self, error: BaseException) -> ErrorClass | None:
+        name = getattr(error, "sqlite_errorname", "") or ""
+        message = str(error)
         if message.startswith(("no such table", "no such column", "unknown database")):
             return SourceSchemaError
         for prefix, error_class in _SQLITE_RESULT_CODES:
@@ -221,31 +305,97 @@ def translate_error(
     where = describe_location(url)
     if isinstance(exc, sa_exc.NoSuchTableError):
         return SourceSchemaError(source_id, f"table {exc.args[0]!r} does not exist in {where}")
-    if isinstance(exc, sa_exc.DBAPIError):
-        error_class = _classify(exc, dialect)
-        detail = _redact(_first_line(str(exc.orig)), url)
+    driver_error = _driver_error(exc)
+    if driver_error is not None:
+        error_class = _classify(exc, driver_error, dialect)
+        detail = _redact(_first_line(str(driver_error)), url)
         return error_class(source_id, f"{_VERBS[error_class]} {where}: {detail}")
     if isinstance(exc, sa_exc.TimeoutError):
         return SourceUnavailable(source_id, f"timed out waiting for a connection to {where}")
     if isinstance(exc, (sa_exc.NoSuchModuleError, sa_exc.ArgumentError, ImportError)):
         detail = _redact(_first_line(str(exc)), url)
         return SourceConfigError(source_id, f"cannot use the connection to {where}: {detail}")
+    if isinstance(exc, OSError):  # a socket, or an Arrow stream whose connection broke
+        detail = _redact(_first_line(str(exc)), url)
+        return SourceUnavailable(source_id, f"{_VERBS[SourceUnavailable]} {where}: {detail}")
     if isinstance(exc, (ValueError, TypeError, ArithmeticError, UnicodeError)):
         detail = _redact(_first_line(str(exc)), url)
         return SourceDataError(source_id, f"unreadable value from {where}: {detail}")
     return None
 
 
-def _classify(exc: sa_exc.DBAPIError, dialect: SqlDialect) -> ErrorClass:
-    if exc.connection_invalidated:
+def _driver_error(exc: BaseException) -> BaseException | None:
+    """The driver's own exception: SQLAlchemy's ``orig``, or a DB-API error raised directly (the
+    fast path uses its driver without SQLAlchemy); ``None`` for anything else."""
+    if isinstance(exc, sa_exc.DBAPIError):
+        return exc.orig
+    if any(cls.__name__ in _DBAPI_CLASSES for cls in type(exc).__mro__):
+        return exc
+    return None
+
+
+def _classify(exc: BaseException, driver_error: BaseException, dialect: SqlDialect) -> ErrorClass:
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
         return SourceUnavailable
-    specific = dialect.classify(exc)
+    specific = dialect.classify(driver_error)
     if specific is not None:
         return specific
-    for dbapi_class, error_class in _DBAPI_CLASSES:
-        if isinstance(exc, dbapi_class):
-            return error_class
+    # SQLAlchemy's wrappers carry the DB-API (PEP 249) class names, like the drivers' own errors
+    for cls in type(exc).__mro__:
+        if cls.__name__ in _DBAPI_CLASSES:
+            return _DBAPI_CLASSES[cls.__name__]
     return ConnectorError
+
+
+def _libpq_uri(url: URL) -> str:
+    """A libpq connection URI for ``url``, with the connector's timeout and read-only session."""
+    query = {key: value for key, value in url.query.items() if isinstance(value, str)}
+    query.setdefault("connect_timeout", str(CONNECT_TIMEOUT_SECONDS))
+    query.setdefault("options", "-c default_transaction_read_only=on")
+    uri = url.set(drivername="postgresql", query={}).render_as_string(hide_password=False)
+    # libpq decodes %XX only (not "+"), so every key and value is quoted in full
+    pairs = (f"{quote(key, safe='')}={quote(value, safe='')}" for key, value in query.items())
+    return f"{uri}?{'&'.join(pairs)}"
+
+
+def _psycopg_literals(conn: Connection) -> Callable[[Any], ColumnElement[Any] | None]:
+    """A replacement for ``visitors.replacement_traverse``: each bound parameter becomes the
+    literal psycopg renders for its value (quoted and typed, e.g. ``'...'::timestamp``)."""
+    from psycopg import sql
+
+    driver_connection = conn.connection.driver_connection
+    context = driver_connection if _is_psycopg_connection(driver_connection) else None
+
+    def replace(element: Any) -> ColumnElement[Any] | None:
+        if isinstance(element, BindParameter):
+            rendered = sql.Literal(element.effective_value).as_string(context)
+            return sa.literal_column(rendered, type_=element.type)
+        return None
+
+    return replace
+
+
+def _is_psycopg_connection(candidate: Any) -> bool:
+    import psycopg
+
+    return isinstance(candidate, psycopg.Connection)
+
+
+def _adbc_reads_exactly(sql_type: TypeEngine[Any], dialect: sa.Dialect) -> bool:
+    """Whether ADBC returns this column type with the values psycopg gives, once cast."""
+    try:
+        declared = sql_type.compile(dialect=dialect)
+    except Exception:  # NullType and some reflected types have no DDL form
+        return False
+    return re.sub(r"\(.*?\)", "", declared).strip().upper() in _ADBC_EXACT_PG_TYPES
+
+
+def _is_exact_numeric(sql_type: TypeEngine[Any]) -> bool:
+    return isinstance(sql_type, sa.Numeric) and not isinstance(sql_type, sa.Float)
+
+
+def _result_processor(sql_type: TypeEngine[Any], dialect: sa.Dialect) -> Any:
+    return sql_type.dialect_impl(dialect).result_processor(dialect, None)
 
 
 def _safe_cause(exc: BaseException, url: URL) -> BaseException | None:
@@ -274,14 +424,40 @@ _VERBS: dict[ErrorClass, str] = {
     ConnectorError: "database error from",
 }
 
-_DBAPI_CLASSES: tuple[tuple[type[sa_exc.DBAPIError], ErrorClass], ...] = (
-    (sa_exc.OperationalError, SourceUnavailable),
-    (sa_exc.InterfaceError, SourceUnavailable),
-    (sa_exc.InternalError, SourceUnavailable),
-    (sa_exc.ProgrammingError, SourceQueryError),
-    (sa_exc.NotSupportedError, SourceQueryError),
-    (sa_exc.DataError, SourceDataError),
-    (sa_exc.IntegrityError, SourceDataError),
+_DBAPI_CLASSES: dict[str, ErrorClass] = {
+    "OperationalError": SourceUnavailable,
+    "InterfaceError": SourceUnavailable,
+    "InternalError": SourceUnavailable,
+    "ProgrammingError": SourceQueryError,
+    "NotSupportedError": SourceQueryError,
+    "DataError": SourceDataError,
+    "IntegrityError": SourceDataError,
+    "DatabaseError": ConnectorError,
+}
+
+# Declared PostgreSQL types (as SQLAlchemy compiles them, without length or precision) whose ADBC
+# values, cast to the connector's Arrow type, equal psycopg's. REAL is not among them (ADBC's
+# float32 widens to 1.100000023841858 where psycopg reads the text 1.1), nor TIME WITH TIME ZONE,
+# JSON, UUID, arrays, enums, ranges or extension types: those columns are read through SQLAlchemy.
+_ADBC_EXACT_PG_TYPES = frozenset(
+    {
+        "BOOLEAN",
+        "SMALLINT",
+        "INTEGER",
+        "BIGINT",
+        "DOUBLE PRECISION",
+        "FLOAT",
+        "NUMERIC",
+        "DECIMAL",
+        "CHAR",
+        "VARCHAR",
+        "TEXT",
+        "DATE",
+        "TIMESTAMP WITHOUT TIME ZONE",
+        "TIMESTAMP WITH TIME ZONE",
+        "TIME WITHOUT TIME ZONE",
+        "BYTEA",
+    }
 )
 
 _PYTHON_TYPES: tuple[tuple[type, TypeEngine[Any]], ...] = (
@@ -302,7 +478,7 @@ _PG_TYPES: dict[str, TypeEngine[Any]] = {
     "int4": sa.Integer(),
     "int8": sa.BigInteger(),
     "oid": sa.BigInteger(),
-    "float4": sa.Float(),
+    "float4": sa.REAL(),
     "float8": sa.Float(),
     "date": sa.Date(),
     "time": sa.Time(),
@@ -356,6 +532,10 @@ _MYSQL_ERRNOS: dict[int, ErrorClass] = {
         SourceUnavailable,
     ),
 }
+
+# Field types a text stream leaves undecoded: TINY SHORT LONG FLOAT DOUBLE TIMESTAMP LONGLONG INT24
+# DATE DATETIME YEAR NEWDATE, DECIMAL NEWDECIMAL. Arrow parses the text to the column's type.
+_MYSQL_TEXT_STREAMED = frozenset((1, 2, 3, 4, 5, 7, 8, 9, 10, 12, 13, 14, 0, 246))
 
 _MYSQL_TYPES: dict[int, TypeEngine[Any]] = {
     **dict.fromkeys((1, 2, 3, 8, 9, 13), sa.BigInteger()),  # TINY SHORT LONG LONGLONG INT24 YEAR
