@@ -215,6 +215,13 @@ class SourceConfig(_Model):
     primary_key: tuple[str, ...] = Field(min_length=1)
     cursor: str | None = Field(default=None, description="column that grows with every change")
     schedule: str | None = "@daily"
+    retries: int = Field(
+        default=2,
+        ge=0,
+        le=10,
+        description="extraction attempts after a transient failure (connection lost, 5xx), "
+        "with jittered exponential backoff; terminal errors are never retried",
+    )
     schema_policy: Literal["evolve", "freeze", "quarantine"] = Field(
         default="evolve",
         description="what a run whose columns changed does: load (evolve), fail (freeze) or "

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import random
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,6 +83,15 @@ class SyncContext:
         return self.state
 
 
+RETRY_BASE_DELAY_S = 1.0
+RETRY_MAX_DELAY_S = 60.0
+
+
+def _retry_delay(attempt: int) -> float:
+    """Exponential backoff with full jitter: a random delay up to ``base * 2**(attempt-1)``."""
+    return random.uniform(0, min(RETRY_MAX_DELAY_S, RETRY_BASE_DELAY_S * 2 ** (attempt - 1)))
+
+
 def _reason(exc: BaseException) -> str:
     return mask_ids_in_text(f"{type(exc).__name__}: {exc}")
 
@@ -108,41 +119,62 @@ def land(
         source_id,
         "full refresh" if since is None else "incremental",
     )
-    writer: LandingWriter | None = None
-    try:
-        connection = resolve_connection(source.connection)
-        request = ExtractRequest(
-            source_id=source_id,
-            options=source.connector.options,
-            url=connection.url,
-            primary_key=source.primary_key,
-            cursor_column=source.cursor,
-            since=since,
-        )
-        extraction = connector_class(source.connector.kind)(request).extract()
-        writer = LandingWriter(source_id, run_id, extraction.schema)
-        for batch in extraction:
-            writer.write(batch)
-            if on_rows:
-                on_rows(batch.num_rows)
-        drift = _check_drift(source, run_id, state, extraction.schema, writer.rows)
-        cursor_after = extraction.cursor_after
-        writer.close(since, cursor_after)
-        state.mark_landed(
-            run_id,
-            writer.rows,
-            cursor_after,
-            str(writer.final_dir),
-            schema_drift=drift.to_json() if drift.changed else None,
-            source_report=_source_report(extraction, run_id, source_id),
-        )
-    except Exception as exc:
-        if writer is not None:
-            writer.abort()
-        reason = _reason(exc)
-        state.fail_run(run_id, reason)
-        log.error("run %s of %s failed while landing: %s", run_id, source_id, reason)
-        raise RunFailed(source_id, run_id, reason, terminal=_is_terminal(exc)) from None
+    attempt = 0
+    while True:
+        attempt += 1
+        writer: LandingWriter | None = None
+        try:
+            connection = resolve_connection(source.connection)
+            request = ExtractRequest(
+                source_id=source_id,
+                options=source.connector.options,
+                url=connection.url,
+                primary_key=source.primary_key,
+                cursor_column=source.cursor,
+                since=since,
+            )
+            extraction = connector_class(source.connector.kind)(request).extract()
+            writer = LandingWriter(source_id, run_id, extraction.schema)
+            for batch in extraction:
+                writer.write(batch)
+                if on_rows:
+                    on_rows(batch.num_rows)
+            drift = _check_drift(source, run_id, state, extraction.schema, writer.rows)
+            cursor_after = extraction.cursor_after
+            writer.close(since, cursor_after)
+            state.mark_landed(
+                run_id,
+                writer.rows,
+                cursor_after,
+                str(writer.final_dir),
+                schema_drift=drift.to_json() if drift.changed else None,
+                source_report=_source_report(extraction, run_id, source_id),
+            )
+            break
+        except Exception as exc:
+            if writer is not None:
+                writer.abort()
+            reason = _reason(exc)
+            terminal = _is_terminal(exc)
+            if not terminal and attempt <= source.retries:
+                delay = _retry_delay(attempt)
+                log.warning(
+                    "run %s of %s: attempt %d failed (%s); extracting again in %.1f s",
+                    run_id,
+                    source_id,
+                    attempt,
+                    reason,
+                    delay,
+                )
+                if on_rows:
+                    on_rows(-writer.rows if writer is not None else 0)
+                time.sleep(delay)
+                continue
+            if attempt > 1:
+                reason = f"{reason} (after {attempt} attempts)"
+            state.fail_run(run_id, reason)
+            log.error("run %s of %s failed while landing: %s", run_id, source_id, reason)
+            raise RunFailed(source_id, run_id, reason, terminal=terminal) from None
     log.info("run %s of %s landed %d rows", run_id, source_id, writer.rows)
     return state.run(run_id)
 
