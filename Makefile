@@ -25,6 +25,7 @@ test: $(STAMP) lint
 
 bench: $(STAMP)
 	$(BIN)/python bench/sync.py
+	$(BIN)/python bench/extract.py
 
 clean:
 	rm -rf var .pytest_cache .ruff_cache
