@@ -156,19 +156,34 @@ class SqlConnector(Connector):
                     f"({describe_location(url)})",
                 )
         columns = [source.columns[name] for name in wanted]
-        statement = sa.select(*columns)
+        as_text = {c.name for c in columns if dialect.reads_as_text(c.type)}
+        statement = sa.select(
+            *(
+                sa.type_coerce(c, sa.String()).label(c.name) if c.name in as_text else c
+                for c in columns
+            )
+        )
         cursor = source.columns[request.cursor_column] if request.cursor_column else None
         if cursor is not None and request.since is not None:
-            since = _since_as_column_value(request, cursor.type)
-            statement = statement.where(cursor >= sa.bindparam("since", since, type_=cursor.type))
+            if cursor.name in as_text:
+                text_cursor = sa.type_coerce(cursor, sa.String())
+                bound = sa.bindparam("since", str(request.since), type_=sa.String())
+                statement = statement.where(text_cursor >= bound)
+            else:
+                since = _since_as_column_value(request, cursor.type)
+                bound = sa.bindparam("since", since, type_=cursor.type)
+                statement = statement.where(cursor >= bound)
         order = [source.columns[name] for name in request.primary_key]
         statement = statement.order_by(*([cursor] if cursor is not None else []), *order)
-        fields = [_arrow_field(c.name, c.type, conn.dialect) for c in columns]
+        fields = [
+            _arrow_field(c.name, c.type, conn.dialect, text=c.name in as_text) for c in columns
+        ]
         path, reader, arrow_sql = self._read_path(conn, url, dialect, statement)
         return _Plan(
             statement=statement,
             schema=pa.schema(fields),
             cursor_index=wanted.index(request.cursor_column) if request.cursor_column else None,
+            cursor_as_text=request.cursor_column in as_text,
             path=path,
             reader=reader,
             arrow_sql=arrow_sql,
@@ -183,6 +198,7 @@ class _Plan:
     path: ReadPath = "sqlalchemy"
     reader: AdbcReader | None = None
     arrow_sql: str | None = None
+    cursor_as_text: bool = False
 
 
 class SqlExtraction:
@@ -314,9 +330,17 @@ class SqlExtraction:
         index = self._plan.cursor_index
         if index is None:
             return
-        highest = pc.max(batch.column(index)).as_py()
+        column = batch.column(index)
+        if self._plan.cursor_as_text:
+            # only dates and timestamps may move the watermark: a stray text ('soon') would sort
+            # after every date and hide all later rows; such a row is simply read again
+            column = column.filter(pc.match_substring_regex(column, ISO_DATE_PREFIX))
+        highest = pc.max(column).as_py()
         if highest is not None and (self._max_cursor is None or highest > self._max_cursor):
             self._max_cursor = highest
+
+
+ISO_DATE_PREFIX = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}"
 
 
 def arrow_type_for(sql_type: TypeEngine[Any]) -> pa.DataType:
@@ -352,13 +376,16 @@ def _decimal_type(precision: int | None, scale: int | None) -> pa.DataType:
     return pa.float64()
 
 
-def _arrow_field(name: str, sql_type: TypeEngine[Any], dialect: sa.Dialect) -> pa.Field:
+def _arrow_field(
+    name: str, sql_type: TypeEngine[Any], dialect: sa.Dialect, *, text: bool = False
+) -> pa.Field:
     try:
         declared = sql_type.compile(dialect=dialect)
     except Exception:  # NullType and some reflected types have no DDL form
         declared = ""
     metadata = {"sql_type": declared} if declared else None
-    return pa.field(name, arrow_type_for(sql_type), nullable=True, metadata=metadata)
+    arrow_type = pa.string() if text else arrow_type_for(sql_type)
+    return pa.field(name, arrow_type, nullable=True, metadata=metadata)
 
 
 def _as_text(value: Any) -> str:

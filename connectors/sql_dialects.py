@@ -118,6 +118,10 @@ class SqlDialect:
     def prepare_text_stream(self, conn: Connection) -> None:
         """Make a (fresh, single-use) streaming connection hand values over as text."""
 
+    def reads_as_text(self, sql_type: TypeEngine[Any]) -> bool:
+        """Whether a column of this declared type is read as its stored text, not converted."""
+        return False
+
     def text_columns(self, description: Sequence[Sequence[Any]]) -> frozenset[int]:
         """Positions of the result columns whose values arrive as text on a text stream."""
         return frozenset()
@@ -250,6 +254,13 @@ class SQLiteDialect(SqlDialect):
         finally:
             conn.execute(sa.text(f'DROP VIEW temp."{view}"'))
         return [(column["name"], column["type"]) for column in columns]
+
+    def reads_as_text(self, sql_type: TypeEngine[Any]) -> bool:
+        """Dates and times: SQLite stores them as text whatever the declaration, and a department
+        file may hold any text there. Read as text, a bad value is one row's problem (the quality
+        gate quarantines it) rather than a failed run, and the cursor compares in the source's
+        own text format."""
+        return isinstance(sql_type, sa.Date | sa.DateTime | sa.Time)
 
     def classify(self, error: BaseException) -> ErrorClass | None:
         name = getattr(error, "sqlite_errorname", "") or ""

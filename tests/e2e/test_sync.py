@@ -222,3 +222,25 @@ def test_an_older_landed_run_cannot_overwrite_a_newer_one(
     with ExchangeState() as state:
         assert state.cursor("nanhai_real_estate") == newer.cursor_after
         assert state.run(stale.run_id).status is RunStatus.FAILED
+
+
+def test_garbage_in_a_department_date_column_is_quarantined_not_fatal(
+    deployment: Deployment, demo_systems: list[DemoSystem]
+) -> None:
+    import sqlite3
+
+    system = next(s for s in demo_systems if s.source_id == "gd_household_registry")
+    with sqlite3.connect(system.url.removeprefix("sqlite:///")) as conn:
+        conn.execute("UPDATE persons SET card_issue_date = '待补录' WHERE person_id = 200")
+    run = sync("gd_household_registry", context=SyncContext(deployment=deployment))
+    assert run.status is RunStatus.SUCCEEDED
+    assert run.rows_quarantined == len(dirty_rows()["gd_household_registry"]) + 1
+    held = pq.read_table(
+        Path(run.landing_path).parents[2]
+        / "quarantine"
+        / run.source_id
+        / run.run_id
+        / "rows.parquet"
+    ).to_pylist()
+    [row] = [r for r in held if r["person_id"] == 200]
+    assert row["_govx_reasons"] == ["card_issue_date: not a date: '待补录'"]
