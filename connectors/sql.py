@@ -25,8 +25,11 @@ with the same schema, values, batches and cursor (``SqlExtraction.read_path`` sa
 
 - ``adbc``: PostgreSQL with ``adbc_driver_postgresql`` installed and only column types it returns
   exactly; rows arrive as Arrow (binary ``COPY``), see :mod:`connectors.sql_fast`;
-- ``sqlalchemy-text``: MySQL/MariaDB through PyMySQL; the server-side cursor hands numbers, dates
-  and timestamps over as text and Arrow parses them, column by column;
+- ``connectorx``: MySQL/MariaDB through PyMySQL URLs with ``connectorx`` installed and only column
+  types it returns exactly (decimals and floats selected as the server's text); rows arrive as
+  Arrow record batches;
+- ``sqlalchemy-text``: otherwise MySQL/MariaDB through PyMySQL; the server-side cursor hands
+  numbers, dates and timestamps over as text and Arrow parses them, column by column;
 - ``sqlalchemy``: everything else, and any source with ``fast_path: off``.
 """
 
@@ -64,11 +67,11 @@ from connectors.sql_dialects import (
     escape_colons,
     translating_errors,
 )
-from connectors.sql_fast import AdbcReader
+from connectors.sql_fast import ArrowReader
 
 __all__ = ["ReadPath", "SqlConnector", "SqlExtraction", "SqlOptions", "arrow_type_for"]
 
-ReadPath = Literal["adbc", "sqlalchemy-text", "sqlalchemy"]
+ReadPath = Literal["adbc", "connectorx", "sqlalchemy-text", "sqlalchemy"]
 
 
 class SqlOptions(BaseModel):
@@ -110,7 +113,7 @@ class SqlConnector(Connector):
 
     def _read_path(
         self, conn: Connection, url: URL, dialect: SqlDialect, statement: sa.Select[Any]
-    ) -> tuple[ReadPath, AdbcReader | None, str | None]:
+    ) -> tuple[ReadPath, ArrowReader | None, str | None]:
         """The fastest way to read ``statement`` here: the path, its reader and its SQL text."""
         if self.options.fast_path == "off":
             return "sqlalchemy", None, None
@@ -118,7 +121,7 @@ class SqlConnector(Connector):
         if reader is not None:
             arrow_sql = dialect.arrow_select(conn, statement)
             if arrow_sql is not None:
-                return "adbc", reader, arrow_sql
+                return reader.read_path, reader, arrow_sql
         if dialect.streams_text(conn, statement):
             return "sqlalchemy-text", None, None
         return "sqlalchemy", None, None
@@ -196,7 +199,7 @@ class _Plan:
     schema: pa.Schema
     cursor_index: int | None
     path: ReadPath = "sqlalchemy"
-    reader: AdbcReader | None = None
+    reader: ArrowReader | None = None
     arrow_sql: str | None = None
     cursor_as_text: bool = False
 
@@ -231,7 +234,7 @@ class SqlExtraction:
 
     @property
     def read_path(self) -> ReadPath:
-        """How the rows are read: ``adbc``, ``sqlalchemy-text`` or ``sqlalchemy``."""
+        """How the rows are read: ``adbc``, ``connectorx``, ``sqlalchemy-text``, ``sqlalchemy``."""
         return self._plan.path
 
     @property

@@ -10,9 +10,11 @@ and the backend's fast read path, if it has one:
   ``adbc_driver_postgresql``) given the connector's SELECT as SQL text, its bound values rendered
   by psycopg as literals (``psycopg.sql.Literal``), for the column types it returns exactly as
   psycopg would (:meth:`PostgresDialect.arrow_select`);
-- MySQL/MariaDB: the same server-side cursor, but PyMySQL hands numbers, dates and timestamps
-  over as the server's text and Arrow parses them, instead of building a Python object per value
-  (:meth:`MySQLDialect.streams_text`).
+- MySQL/MariaDB: ConnectorX (:class:`~connectors.sql_fast.ConnectorXReader`) given the SELECT as
+  SQL text, its bound values rendered by PyMySQL's own escaping, for the column types it returns
+  exactly as PyMySQL would (:meth:`MySQLDialect.arrow_select`); otherwise the same server-side
+  cursor, but PyMySQL hands numbers, dates and timestamps over as the server's text and Arrow parses
+  them, instead of building a Python object per value (:meth:`MySQLDialect.streams_text`).
 
 :func:`translating_errors` turns every SQLAlchemy or driver exception, from either path, into a
 :mod:`connectors.errors` class, with a message that names the source and never the password.
@@ -32,6 +34,7 @@ from urllib.parse import quote
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import mysql as sa_mysql
 from sqlalchemy.engine import URL, Connection
 from sqlalchemy.sql import visitors
 from sqlalchemy.sql.elements import BindParameter, ColumnElement
@@ -46,7 +49,7 @@ from connectors.errors import (
     SourceSchemaError,
     SourceUnavailable,
 )
-from connectors.sql_fast import AdbcReader
+from connectors.sql_fast import AdbcReader, ArrowReader, ConnectorXReader
 
 __all__ = ["SqlDialect", "dialect_for", "escape_colons", "translating_errors"]
 
@@ -102,7 +105,7 @@ class SqlDialect:
         """Stop a half-read server-side cursor without fetching its remaining rows."""
         conn.invalidate()
 
-    def arrow_reader(self, url: URL) -> AdbcReader | None:
+    def arrow_reader(self, url: URL) -> ArrowReader | None:
         """A driver that decodes this backend's rows into Arrow itself, or ``None``."""
         return None
 
@@ -218,6 +221,12 @@ class MySQLDialect(SqlDialect):
     def classify(self, error: BaseException) -> ErrorClass | None:
         args = getattr(error, "args", ())
         errno = args[0] if args and isinstance(args[0], int) else None
+        if errno is None and _is_connectorx_error(error):
+            # ConnectorX: "MySqlError { ERROR 1146 (42S02): ... }", or a failed socket/pool
+            found = _CONNECTORX_ERRNO.search(str(error))
+            if found is None:
+                return SourceUnavailable if _CONNECTORX_IO.search(str(error)) else None
+            errno = int(found.group(1))
         return _MYSQL_ERRNOS.get(errno) if errno is not None else None
 
     def streams_text(self, conn: Connection, statement: sa.Select[Any]) -> bool:
@@ -239,6 +248,48 @@ class MySQLDialect(SqlDialect):
 
     def text_columns(self, description: Sequence[Sequence[Any]]) -> frozenset[int]:
         return frozenset(i for i, d in enumerate(description) if d[1] in _MYSQL_TEXT_STREAMED)
+
+    def arrow_reader(self, url: URL) -> ConnectorXReader | None:
+        """ConnectorX, when installed and the URL has nothing it would read differently."""
+        if url.get_driver_name() != "pymysql" or importlib.util.find_spec("connectorx") is None:
+            return None
+        uri = _connectorx_uri(url)
+        if uri is None:
+            return None
+        return ConnectorXReader(uri, pre_execution=("SET SESSION TRANSACTION READ ONLY",))
+
+    def arrow_select(self, conn: Connection, statement: sa.Select[Any]) -> str | None:
+        """The connector's SELECT with its bound values (the ``since`` cursor) rendered by PyMySQL.
+
+        DECIMAL and FLOAT columns are selected as the server's text (``CAST(x AS CHAR)``, what the
+        text protocol sends PyMySQL) and cast to the exact type by Arrow: ConnectorX would widen
+        FLOAT to 1.100000023841858 and fails on decimals whose scale is not 10. Filter and order
+        are untouched.
+        """
+        if conn.dialect.driver != "pymysql":
+            return None
+        projected = []
+        for column in statement.selected_columns:
+            kind = _connectorx_kind(column.type, conn.dialect)
+            if kind is None:
+                return None
+            projected.append(
+                sa.cast(column, sa.String()).label(column.name) if kind == "text" else column
+            )
+        replace = _pymysql_literals(conn)
+        if replace is None:
+            return None
+        try:
+            inlined = visitors.replacement_traverse(
+                statement.with_only_columns(*projected), {}, replace
+            )
+        except _UnsafeLiteral:
+            return None
+        # "named" keeps a literal ``%`` as it is (pyformat would double it for the DB-API)
+        compiled = inlined.compile(dialect=type(conn.dialect)(paramstyle="named"))
+        if compiled.binds:  # a bound value we did not inline: never format it ourselves
+            return None
+        return str(compiled)
 
 
 class SQLiteDialect(SqlDialect):
@@ -342,7 +393,15 @@ def _driver_error(exc: BaseException) -> BaseException | None:
         return exc.orig
     if any(cls.__name__ in _DBAPI_CLASSES for cls in type(exc).__mro__):
         return exc
+    if _is_connectorx_error(exc):
+        return exc
     return None
+
+
+def _is_connectorx_error(exc: BaseException) -> bool:
+    """ConnectorX raises its driver's errors as a bare ``RuntimeError`` with the Rust message
+    (:class:`~connectors.sql_fast.ConnectorXReader` turns its panics into the same)."""
+    return type(exc) is RuntimeError and _CONNECTORX_MARKERS.search(str(exc)) is not None
 
 
 def _classify(exc: BaseException, driver_error: BaseException, dialect: SqlDialect) -> ErrorClass:
@@ -367,6 +426,77 @@ def _libpq_uri(url: URL) -> str:
     # libpq decodes %XX only (not "+"), so every key and value is quoted in full
     pairs = (f"{quote(key, safe='')}={quote(value, safe='')}" for key, value in query.items())
     return f"{uri}?{'&'.join(pairs)}"
+
+
+def _connectorx_uri(url: URL) -> str | None:
+    """ConnectorX's ``mysql://`` URI for ``url``, or ``None`` if the URL has options it would not
+    honour (anything but ``charset=utf8mb4``, which ConnectorX always uses)."""
+    extra = {key: value for key, value in url.query.items() if key != "charset"}
+    if extra or url.query.get("charset", "utf8mb4") != "utf8mb4":
+        return None
+    user = quote(url.username or "", safe="")
+    password = f":{quote(str(url.password), safe='')}" if url.password is not None else ""
+    host = url.host or "localhost"
+    port = url.port or 3306
+    database = quote(url.database or "", safe="")
+    timeout = CONNECT_TIMEOUT_SECONDS * 1000
+    return f"mysql://{user}{password}@{host}:{port}/{database}?tcp_connect_timeout_ms={timeout}"
+
+
+class _UnsafeLiteral(Exception):
+    """A bound value PyMySQL's escaping is not trusted with; the caller falls back."""
+
+
+def _pymysql_literals(conn: Connection) -> Callable[[Any], ColumnElement[Any] | None] | None:
+    """A replacement for ``visitors.replacement_traverse``: each bound parameter becomes the literal
+    PyMySQL's own ``Connection.escape`` renders (which honours ``NO_BACKSLASH_ESCAPES``)."""
+    import pymysql
+
+    driver_connection = conn.connection.driver_connection
+    if not isinstance(driver_connection, pymysql.connections.Connection):
+        return None
+
+    def replace(element: Any) -> ColumnElement[Any] | None:
+        if not isinstance(element, BindParameter):
+            return None
+        value = element.effective_value
+        if type(value) not in _PYMYSQL_SAFE_LITERALS:
+            raise _UnsafeLiteral(type(value).__name__)
+        try:
+            rendered = driver_connection.escape(value)
+        except Exception:  # e.g. NaN, which MySQL cannot store
+            raise _UnsafeLiteral(repr(value)) from None
+        if not isinstance(rendered, str):
+            raise _UnsafeLiteral(repr(value))
+        return sa.literal_column(rendered, type_=element.type)
+
+    return replace
+
+
+def _connectorx_kind(sql_type: TypeEngine[Any], dialect: sa.Dialect) -> str | None:
+    """How ConnectorX reads a column of this type exactly as PyMySQL does: ``"native"``, as the
+    server's ``"text"`` (``CAST(x AS CHAR)``), or ``None`` (it cannot: read through SQLAlchemy)."""
+    if isinstance(sql_type, sa.Float):
+        return "native" if _declared(sql_type, dialect) == "DOUBLE" else "text"
+    if isinstance(sql_type, sa.Numeric):
+        return "text"
+    if _result_processor(sql_type, dialect) is not None:  # BIT, SET, ENUM, JSON, TIME, BOOLEAN
+        return None
+    if isinstance(sql_type, sa.Integer | sa_mysql.YEAR | sa.Date):
+        return "native"
+    if isinstance(sql_type, sa.DateTime) and not sql_type.timezone:
+        return "native"
+    if isinstance(sql_type, sa.String) and not isinstance(sql_type, sa.Enum | sa_mysql.SET):
+        return "native"
+    return None
+
+
+def _declared(sql_type: TypeEngine[Any], dialect: sa.Dialect) -> str:
+    try:
+        declared = sql_type.compile(dialect=dialect)
+    except Exception:  # NullType and some reflected types have no DDL form
+        return ""
+    return re.sub(r"\(.*?\)", "", declared).split(" ", 1)[0].upper()
 
 
 def _psycopg_literals(conn: Connection) -> Callable[[Any], ColumnElement[Any] | None]:
@@ -532,6 +662,18 @@ _PG_SQLSTATE_CLASSES: dict[str, ErrorClass] = {
     "42": SourceQueryError,  # syntax error or access rule violation
     "22": SourceDataError,  # data exception
 }
+
+# Bound values rendered for ConnectorX: PyMySQL escapes exactly these (others go through str()).
+_PYMYSQL_SAFE_LITERALS = frozenset(
+    (str, int, bool, float, decimal.Decimal, dt.date, dt.datetime, dt.time, type(None))
+)
+
+# ConnectorX's MySQL errors, as its RuntimeError (or a translated panic) words them
+_CONNECTORX_MARKERS = re.compile(
+    r"MySqlError \{|MySQLError\(|DriverError \{|timed out waiting for connection|IO error"
+)
+_CONNECTORX_ERRNO = re.compile(r"ERROR (\d+) \(")
+_CONNECTORX_IO = re.compile(r"DriverError|IO error|timed out waiting for connection|os error")
 
 _MYSQL_ERRNOS: dict[int, ErrorClass] = {
     **dict.fromkeys((1044, 1045, 1142, 1143, 1227, 1698), SourceAuthError),

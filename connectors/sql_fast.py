@@ -3,7 +3,8 @@
 The ``sql`` connector normally reads through SQLAlchemy, so every value becomes a Python object
 before it becomes Arrow. Where a backend has a well-kept driver that decodes rows into Arrow itself
 (ADBC: for PostgreSQL ``adbc_driver_postgresql``, which reads ``COPY (SELECT ...) TO STDOUT (FORMAT
-binary)``), the connector hands that driver the same SELECT as SQL text instead. What comes back is
+binary)``; for MySQL/MariaDB ConnectorX, whose Rust MySQL client streams the result as Arrow record
+batches), the connector hands that driver the same SELECT as SQL text instead. What comes back is
 made indistinguishable from the SQLAlchemy path:
 
 - :func:`conformed` casts each batch to the connector's schema (int16 to int64, text to decimal...);
@@ -26,11 +27,11 @@ import threading
 from collections.abc import Callable, Generator, Iterable, Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import pyarrow as pa
 
-__all__ = ["AdbcReader", "conformed", "read_ahead", "rebatched"]
+__all__ = ["AdbcReader", "ArrowReader", "ConnectorXReader", "conformed", "read_ahead", "rebatched"]
 
 T = TypeVar("T")
 
@@ -48,6 +49,7 @@ class AdbcReader:
 
     driver: str
     uri: str = field(repr=False)
+    read_path: ClassVar[Literal["adbc"]] = "adbc"
 
     def batches(
         self, sql: str, schema: pa.Schema, batch_size: int
@@ -65,6 +67,104 @@ class AdbcReader:
                 yield from rebatched(read_ahead(decoded, cancel=cursor.adbc_cancel), batch_size)
             finally:
                 reader.close()
+
+
+@dataclass(frozen=True)
+class ConnectorXReader:
+    """Runs one SELECT through ConnectorX (``return_type="arrow_stream"``) and streams it as Arrow.
+
+    ``uri`` is ConnectorX's connection string (``mysql://user:password@host:port/db``); it carries
+    the password, so it is left out of ``repr``. ``pre_execution`` runs on the same session first.
+    ConnectorX decodes on its own thread into a bounded channel of ``DRIVER_BATCH_ROWS``-row
+    batches; closing the reader drops that connection, which ends the query. Its failures arrive
+    as Rust panics (``PanicException``, a ``BaseException``): value conversions become
+    ``ValueError`` naming the candidate columns, anything else a ``RuntimeError`` carrying the
+    driver's message, which :mod:`connectors.sql_dialects` translates.
+    """
+
+    uri: str = field(repr=False)
+    pre_execution: tuple[str, ...] = ()
+    read_path: ClassVar[Literal["connectorx"]] = "connectorx"
+
+    DRIVER_BATCH_ROWS: ClassVar[int] = 5000
+
+    def batches(
+        self, sql: str, schema: pa.Schema, batch_size: int
+    ) -> Generator[pa.RecordBatch, None, None]:
+        """Batches of exactly ``batch_size`` rows (the last may be shorter) typed as ``schema``."""
+        connectorx: Any = importlib.import_module("connectorx")
+        reader = _connectorx_call(
+            lambda: connectorx.read_sql(
+                self.uri,
+                sql,
+                return_type="arrow_stream",
+                batch_size=self.DRIVER_BATCH_ROWS,
+                pre_execution_query=list(self.pre_execution) or None,
+            ),
+            schema,
+        )
+        try:
+            decoded = (conformed(batch, schema) for batch in _panics_translated(reader, schema))
+            # no way to interrupt a batch being decoded: stopping waits for it (bounded), then
+            # closing the reader drops the connection and with it the query
+            yield from rebatched(read_ahead(decoded, cancel=lambda: None), batch_size)
+        finally:
+            reader.close()
+
+
+ArrowReader = AdbcReader | ConnectorXReader
+
+
+def _panics_translated(
+    reader: Iterable[pa.RecordBatch], schema: pa.Schema
+) -> Iterator[pa.RecordBatch]:
+    iterator = iter(reader)
+    while True:
+        batch = _connectorx_call(lambda: next(iterator, None), schema)
+        if batch is None:
+            return
+        yield batch
+
+
+def _connectorx_call(call: Callable[[], T], schema: pa.Schema) -> T:
+    try:
+        return call()
+    except Exception:
+        raise
+    except BaseException as exc:  # pyo3's PanicException; never KeyboardInterrupt/SystemExit
+        if type(exc).__name__ != "PanicException":
+            raise
+        message = _first_line(str(exc))
+        if any(marker in message for marker in _CONVERSION_PANICS):
+            raise ValueError(
+                f"{_candidate_columns(message, schema)}: cannot convert a value: {message}"
+            ) from None
+        raise RuntimeError(message) from None
+
+
+# panics about a value ConnectorX could not convert (rather than about its connection)
+_CONVERSION_PANICS = ("convert the value", "Could not retrieve", "Destination(")
+
+
+def _candidate_columns(message: str, schema: pa.Schema) -> str:
+    """The columns a ConnectorX conversion panic can be about (it names the Rust type only)."""
+    if "NaiveDateTime" in message:
+        names = [f.name for f in schema if pa.types.is_timestamp(f.type)]
+    elif "NaiveDate" in message:
+        names = [f.name for f in schema if pa.types.is_date(f.type)]
+    elif "NaiveTime" in message:
+        names = [f.name for f in schema if pa.types.is_time(f.type)]
+    else:
+        names = []
+    names = names or schema.names
+    if len(names) == 1:
+        return f"column {names[0]!r}"
+    return "one of the columns " + ", ".join(repr(name) for name in names)
+
+
+def _first_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[0] if lines else "(no message)"
 
 
 def conformed(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:

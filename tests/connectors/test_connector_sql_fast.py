@@ -1,7 +1,8 @@
 """The ``sql`` connector's fast paths give what its SQLAlchemy path gives, on real databases.
 
-PostgreSQL reads through ADBC (``read_path == "adbc"``), MariaDB through the server-side cursor
-with values parsed by Arrow (``"sqlalchemy-text"``); ``fast_path: off`` is the reference.
+PostgreSQL reads through ADBC (``read_path == "adbc"``), MariaDB through ConnectorX
+(``"connectorx"``) or, without it, the server-side cursor with values parsed by Arrow
+(``"sqlalchemy-text"``); ``fast_path: off`` is the reference.
 """
 
 from __future__ import annotations
@@ -22,12 +23,13 @@ from connectors.base import ExtractRequest
 from connectors.errors import (
     ConnectorOptionError,
     SourceDataError,
+    SourceQueryError,
     SourceSchemaError,
     SourceUnavailable,
     TransientError,
 )
 from connectors.sql import SqlConnector, SqlExtraction
-from connectors.sql_dialects import PostgresDialect, translate_error
+from connectors.sql_dialects import MySQLDialect, PostgresDialect, translate_error
 from connectors.sql_fast import conformed, read_ahead, rebatched
 
 SOURCE_ID = "test_fast_registry"
@@ -448,7 +450,9 @@ def test_adbc_errors_are_translated_in_the_dialect(postgres_url: str) -> None:
     assert isinstance(translated(libpq(), "SELECT 1/0"), SourceDataError)
 
 
-# --- MariaDB: server-side cursor, values parsed by Arrow --------------------------------------
+# --- MariaDB: ConnectorX, or the server-side cursor with values parsed by Arrow ----------------
+
+MARIADB_PATHS = ["connectorx", "sqlalchemy-text"]
 
 
 @pytest.fixture
@@ -457,51 +461,177 @@ def mariadb_registry(mariadb_url: str) -> str:
     return mariadb_url
 
 
+@pytest.fixture(params=MARIADB_PATHS)
+def mariadb_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The fast path under test; ``sqlalchemy-text`` is what MariaDB gets without ConnectorX."""
+    if request.param == "connectorx":
+        pytest.importorskip("connectorx")
+    else:
+        monkeypatch.setitem(sys.modules, "connectorx", None)  # as if not installed
+    return str(request.param)
+
+
 @pytest.mark.mariadb
-def test_mariadb_text_path_reads_the_same_table(mariadb_registry: str) -> None:
-    fast, batches = assert_same_read(mariadb_registry, "sqlalchemy-text", batch_size=7)
+def test_mariadb_fast_path_reads_the_same_table(mariadb_registry: str, mariadb_path: str) -> None:
+    fast, batches = assert_same_read(mariadb_registry, mariadb_path, batch_size=7)
     assert [b.num_rows for b in batches] == [7] * 5 + [5]
     types = {name: fast.schema.field(name).type for name in fast.schema.names}
     assert types["id"] == types["flag"] == types["household"] == pa.int64()
     assert types["area"] == pa.decimal128(12, 2)
+    assert types["share"] == pa.decimal128(30, 10)
     assert types["birth_date"] == pa.date32()
     assert types["stamped_at"] == pa.timestamp("us")
+    assert types["ratio"] == types["income"] == pa.float64()
+    assert types["born_year"] == pa.string()
     rows = {row["id"]: row for row in pa.Table.from_batches(batches).to_pylist()}
     assert rows[4]["name"] == NAMES[4] and rows[5]["name"] is None
+    assert rows[3]["name"] == NAMES[3] and rows[11]["name"] == NAMES[5]
+    assert rows[5]["area"] is rows[5]["share"] is rows[5]["stamped_at"] is rows[5]["ratio"] is None
     assert rows[7]["stamped_at"] == T0 + dt.timedelta(seconds=7, microseconds=7007)
+    # DATETIME keeps no fraction: MariaDB truncated the 49 microseconds on insert
+    assert rows[7]["registered_at"] == T0 - dt.timedelta(days=7, seconds=1)
+    assert rows[7]["area"] == decimal.Decimal("91.07")
+    assert rows[7]["share"] == decimal.Decimal("0.0000000007")
+    assert rows[4]["ratio"] == 1.1  # FLOAT as the server's text, not float32 widened
+    assert rows[7]["born_year"] == "1957"
+    assert fast.cursor_after == (T0 + dt.timedelta(minutes=20)).isoformat()
 
 
 @pytest.mark.mariadb
-def test_mariadb_text_path_incremental_reads_match(mariadb_registry: str) -> None:
+def test_mariadb_fast_path_incremental_reads_match(
+    mariadb_registry: str, mariadb_path: str
+) -> None:
+    full, _ = extract(mariadb_registry)
     since = (T0 + dt.timedelta(minutes=15)).isoformat()
-    _, batches = assert_same_read(mariadb_registry, "sqlalchemy-text", since=since, batch_size=4)
+    _, batches = assert_same_read(mariadb_registry, mariadb_path, since=since, batch_size=4)
     assert [i for b in batches for i in b.column("id").to_pylist()] == list(range(30, 41))
-    query = "SELECT id, name, area, updated_at FROM registry WHERE name LIKE '%' OR name IS NULL"
-    assert_same_read(mariadb_registry, "sqlalchemy-text", query=query, table=None, since=since)
+
+    # nothing newer: only the rows at the watermark, cursor unchanged
+    again, batches = assert_same_read(mariadb_registry, mariadb_path, since=full.cursor_after)
+    assert [i for b in batches for i in b.column("id").to_pylist()] == [40]
+    assert again.cursor_after == full.cursor_after
 
 
 @pytest.mark.mariadb
-def test_mariadb_columns_sqlalchemy_post_processes_fall_back(mariadb_url: str) -> None:
+def test_mariadb_query_option_reads_the_same(mariadb_registry: str, mariadb_path: str) -> None:
+    query = (
+        "SELECT id, name, area, share, ratio, income, born_year, DATE(registered_at) AS "
+        "registered_on, stamped_at, updated_at FROM registry WHERE (name LIKE '%' OR name IS NULL) "
+        "AND updated_at >= '2024-03-01 08:00:00' AND code <> ':x'"
+    )
+    fast, _ = assert_same_read(
+        mariadb_registry, mariadb_path, query=query, table=None, batch_size=6
+    )
+    assert fast.rows_read == 40
+    since = (T0 + dt.timedelta(minutes=10)).isoformat()
+    _, batches = assert_same_read(
+        mariadb_registry, mariadb_path, query=query, table=None, since=since
+    )
+    assert batches[0].column("registered_on").type == pa.date32()
+    assert [i for b in batches for i in b.column("id").to_pylist()] == list(range(20, 41))
+
+
+@pytest.mark.mariadb
+@pytest.mark.parametrize(
+    ("cursor", "since"),
+    [
+        ("birth_date", dt.date(1980, 1, 1).isoformat()),
+        ("area", "400.5"),
+        ("stamped_at", (T0 + dt.timedelta(seconds=20, microseconds=20020)).isoformat()),
+        ("name", "O'Brien; DROP TABLE registry; --"),  # a value, never SQL
+        ("code", "100%' OR '1'='1"),
+        ("code", "0\\' OR 1=1 -- "),
+        ("household", 10_020),
+    ],
+)
+def test_mariadb_since_is_rendered_as_a_literal_for_every_cursor_type(
+    mariadb_registry: str, cursor: str, since: Any
+) -> None:
+    pytest.importorskip("connectorx")
+    fast, _ = assert_same_read(mariadb_registry, "connectorx", since=since, cursor=cursor)
+    assert fast.rows_read > 0
+    assert extract(mariadb_registry)[0].rows_read == 40  # the table is still there
+
+
+@pytest.mark.mariadb
+def test_mariadb_since_with_no_backslash_escapes(mariadb_registry: str) -> None:
+    """PyMySQL's escaping follows the server's sql_mode, which the ConnectorX session shares."""
+    pytest.importorskip("connectorx")
+    admin = sa.create_engine(mariadb_registry, poolclass=sa.pool.NullPool)
+    with admin.connect() as conn:
+        conn.execute(
+            sa.text("SET GLOBAL sql_mode = CONCAT(@@GLOBAL.sql_mode, ',NO_BACKSLASH_ESCAPES')")
+        )
+    try:
+        since = "\\' OR 1=1 -- "
+        fast, _ = assert_same_read(mariadb_registry, "connectorx", since=since, cursor="code")
+        assert fast.rows_read == 0  # every code is a digit string, sorting before a backslash
+    finally:
+        with admin.connect() as conn:
+            conn.execute(
+                sa.text(
+                    "SET GLOBAL sql_mode = REPLACE(@@GLOBAL.sql_mode, 'NO_BACKSLASH_ESCAPES', '')"
+                )
+            )
+        admin.dispose()
+
+
+@pytest.mark.mariadb
+def test_mariadb_columns_connectorx_cannot_reproduce_fall_back(mariadb_url: str) -> None:
+    pytest.importorskip("connectorx")
     make_table(
         mariadb_url,
         "CREATE TABLE registry (id int PRIMARY KEY, opens time, tags set('a','b'), "
+        "kind enum('x','y'), doc json, photo blob, big decimal(65, 5), "
         "updated_at datetime NOT NULL)",
         [],
-        "INSERT INTO registry VALUES (1, '08:30:00', 'a,b', '2024-03-01 08:00:00')",
+        "INSERT INTO registry VALUES (1, '08:30:00', 'a,b', 'y', '{\"户主\": \"张三\"}', x'00ff', "
+        "'99999999999999999999999999999999999999999999999999999999999.12345', "
+        "'2024-03-01 08:00:00')",
     )
     assert_same_read(mariadb_url, "sqlalchemy")
-    assert_same_read(mariadb_url, "sqlalchemy-text", columns=["id", "updated_at"])
+    for column in ("opens", "tags", "kind"):
+        assert_same_read(mariadb_url, "sqlalchemy", columns=["id", column, "updated_at"])
+    assert_same_read(mariadb_url, "sqlalchemy-text", columns=["id", "photo", "updated_at"])
+    # MariaDB's JSON is LONGTEXT: text on every path
+    _, batches = assert_same_read(mariadb_url, "connectorx", columns=["id", "doc", "updated_at"])
+    assert batches[0].column("doc").to_pylist() == ['{"户主": "张三"}']
+    _, batches = assert_same_read(mariadb_url, "connectorx", columns=["id", "big", "updated_at"])
+    assert batches[0].column("big").to_pylist() == [
+        decimal.Decimal("99999999999999999999999999999999999999999999999999999999999.12345")
+    ]
 
 
 @pytest.mark.mariadb
-def test_mariadb_text_path_keeps_doubles_exact(mariadb_url: str) -> None:
+def test_mariadb_url_options_connectorx_would_not_honour_fall_back(mariadb_registry: str) -> None:
+    pytest.importorskip("connectorx")
+    url = sa.make_url(mariadb_registry).update_query_dict({"read_timeout": "30"})
+    extraction, _ = extract(url.render_as_string(hide_password=False))
+    assert extraction.read_path == "sqlalchemy-text"
+    odd = sa.URL.create("mysql+pymysql", "gov x", "p@ss/w", "db", 3307, "hukou")
+    reader = MySQLDialect().arrow_reader(odd)
+    assert reader is not None
+    assert reader.uri == "mysql://gov%20x:p%40ss%2Fw@db:3307/hukou?tcp_connect_timeout_ms=10000"
+    assert "p@ss" not in repr(reader)
+
+
+@pytest.mark.mariadb
+def test_mariadb_fast_path_keeps_doubles_exact(mariadb_url: str) -> None:
     make_table(
         mariadb_url,
-        "CREATE TABLE registry (id int PRIMARY KEY, x double, updated_at datetime NOT NULL)",
-        [{"id": 1, "x": 1.0000000000001, "updated_at": T0}],
+        "CREATE TABLE registry (id int PRIMARY KEY, x double, y float, "
+        "updated_at datetime NOT NULL)",
+        [
+            {"id": 1, "x": 1.0000000000001, "y": 1.1, "updated_at": T0},
+            {"id": 2, "x": -1.5e-300, "y": 3.4e38, "updated_at": T0},
+        ],
     )
-    _, batches = extract(mariadb_url)
-    assert batches[0].column("x").to_pylist() == [1.0000000000001]
+    # not compared with ``fast_path: off``: SQLAlchemy reflects DOUBLE as asdecimal=True and
+    # rounds to 10 decimals there (1.0000000000001 -> 1.0, -1.5e-300 -> -0.0)
+    extraction, batches = extract(mariadb_url)
+    assert extraction.read_path == "connectorx"
+    assert batches[0].column("x").to_pylist() == [1.0000000000001, -1.5e-300]
+    assert batches[0].column("y").to_pylist() == [1.1, 3.4e38]
 
 
 @pytest.mark.mariadb
@@ -515,6 +645,127 @@ def test_mariadb_unparsable_date_is_a_data_error(mariadb_url: str) -> None:
     for fast_path in ("auto", "off"):
         with pytest.raises(SourceDataError, match="'d'"):
             extract(mariadb_url, fast_path=fast_path)
+
+
+def _mariadb_sessions(url: str) -> list[int]:
+    """Ids of the other sessions running a statement on the test database (the extraction)."""
+    database = sa.make_url(url).database
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    with engine.connect() as conn:
+        ids = conn.execute(
+            sa.text(
+                "SELECT ID FROM information_schema.PROCESSLIST WHERE DB = :db "
+                "AND ID <> CONNECTION_ID() AND COMMAND <> 'Sleep'"
+            ),
+            {"db": database},
+        )
+        found = [row[0] for row in ids]
+    engine.dispose()
+    return found
+
+
+@pytest.fixture
+def mariadb_wide(mariadb_url: str) -> str:
+    """~180 MB of rows: many driver batches, so a stream is still running after the first."""
+    make_table(
+        mariadb_url,
+        "CREATE TABLE registry (id bigint PRIMARY KEY, address varchar(200), "
+        "updated_at datetime NOT NULL) CHARACTER SET utf8mb4",
+        [],
+        "INSERT INTO registry SELECT seq, REPEAT('地址', 100), "
+        "TIMESTAMP '2024-01-01 00:00:00' + INTERVAL seq SECOND FROM seq_1_to_300000",
+    )
+    return mariadb_url
+
+
+@pytest.mark.mariadb
+def test_mariadb_connectorx_batch_sizes_and_early_stop(mariadb_wide: str) -> None:
+    pytest.importorskip("connectorx")
+    extraction, batches = extract(mariadb_wide, batch_size=70_000)
+    assert extraction.read_path == "connectorx"
+    assert [b.num_rows for b in batches] == [70_000] * 4 + [20_000]
+    ids = pa.chunked_array([b.column("id") for b in batches])
+    assert ids.to_pylist() == list(range(1, 300_001))
+    assert extraction.cursor_after == "2024-01-04T11:20:00"
+
+    request = ExtractRequest(
+        SOURCE_ID, {"table": "registry", "batch_size": 1000}, mariadb_wide, ("id",), None, None
+    )
+    stream = iter(SqlConnector(request).extract())
+    assert next(stream).num_rows == 1000
+    started = time.monotonic()
+    stream.close()  # type: ignore[attr-defined]
+    assert time.monotonic() - started < 5
+    deadline = time.monotonic() + 5
+    while _mariadb_sessions(mariadb_wide) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _mariadb_sessions(mariadb_wide) == []  # the connection was dropped, not read to the end
+    assert [t for t in threading.enumerate() if t.name == "govx-sql-read-ahead"] == []
+
+
+@pytest.mark.mariadb
+def test_mariadb_connectorx_connection_killed_mid_stream_is_transient(mariadb_wide: str) -> None:
+    pytest.importorskip("connectorx")
+    request = ExtractRequest(
+        SOURCE_ID, {"table": "registry", "batch_size": 1000}, mariadb_wide, ("id",), None, None
+    )
+    extraction = SqlConnector(request).extract()
+    assert extraction.read_path == "connectorx"
+    batches = iter(extraction)
+    next(batches)
+    sessions = _mariadb_sessions(mariadb_wide)
+    assert len(sessions) == 1
+    admin = sa.create_engine(mariadb_wide, poolclass=sa.pool.NullPool)
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"KILL {int(sessions[0])}"))
+    admin.dispose()
+    with pytest.raises(SourceUnavailable) as caught:
+        for _ in batches:
+            pass
+    assert isinstance(caught.value, TransientError)
+    assert SOURCE_ID in str(caught.value)
+    assert extraction.rows_read < 300_000
+
+
+@pytest.mark.mariadb
+def test_mariadb_table_dropped_before_reading_is_a_schema_error(mariadb_registry: str) -> None:
+    pytest.importorskip("connectorx")
+    request = ExtractRequest(
+        SOURCE_ID, {"table": "registry"}, mariadb_registry, ("id",), None, None
+    )
+    extraction = SqlConnector(request).extract()
+    assert extraction.read_path == "connectorx"
+    engine = sa.create_engine(mariadb_registry, poolclass=sa.pool.NullPool)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE registry"))
+    engine.dispose()
+    with pytest.raises(SourceSchemaError, match="registry"):
+        list(extraction)
+
+
+@pytest.mark.mariadb
+def test_connectorx_errors_are_translated_in_the_dialect(mariadb_registry: str) -> None:
+    pytest.importorskip("connectorx")
+    url = sa.make_url(mariadb_registry)
+    dialect = MySQLDialect()
+    schema = pa.schema([pa.field("x", pa.int64())])
+
+    def translated(target: sa.URL, sql: str) -> Exception:
+        reader = dialect.arrow_reader(target)
+        assert reader is not None
+        try:
+            list(reader.batches(sql, schema, 10))
+        except Exception as exc:
+            result = translate_error(exc, SOURCE_ID, url, dialect)
+            assert result is not None, exc
+            return result
+        raise AssertionError("no error")
+
+    assert isinstance(translated(url, "SELECT x FROM govx_nowhere"), SourceSchemaError)
+    assert isinstance(translated(url, "SELECT nocol AS x FROM registry"), SourceSchemaError)
+    assert isinstance(translated(url, "SELEC 1"), SourceQueryError)
+    # ConnectorX's pool retries a refused connection for 30 s before it gives up
+    assert isinstance(translated(url.set(port=1), "SELECT 1 AS x"), SourceUnavailable)
 
 
 # --- options and the building blocks ----------------------------------------------------------
