@@ -79,6 +79,15 @@ class Connector(ABC):
     def extract(self) -> Extraction:
         """Start reading; raises a :class:`~connectors.errors.ConnectorError` when it cannot."""
 
+    def resolve_batch_size(self, configured: int | None) -> int:
+        """Rows per batch: the source's ``batch_size`` option, else the request's."""
+        size = configured or self.request.batch_size
+        if size <= 0:
+            raise ConnectorOptionError(
+                self.request.source_id, "batch_size", "must be a positive number of rows"
+            )
+        return size
+
     def parse_options(self, model: type[OptionsT]) -> OptionsT:
         """Validate ``request.options`` with a pydantic model (use ``extra="forbid"``).
 

@@ -80,7 +80,6 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 from connectors.base import Connector, ExtractRequest
 from connectors.errors import (
     ConnectorError,
-    ConnectorOptionError,
     SourceAuthError,
     SourceConfigError,
     SourceDataError,
@@ -230,11 +229,7 @@ class FilesConnector(Connector):
     def __init__(self, request: ExtractRequest) -> None:
         super().__init__(request)
         self.options = self.parse_options(FilesOptions)
-        self.batch_size = self.options.batch_size or request.batch_size
-        if self.batch_size <= 0:
-            raise ConnectorOptionError(
-                request.source_id, "batch_size", "must be a positive number of rows"
-            )
+        self.batch_size = self.resolve_batch_size(self.options.batch_size)
         self.seen = _saved_hashes(request)
         contract = list(self.options.columns or ())
         keys = [c for c in request.primary_key if c not in PROVENANCE and c not in contract]

@@ -280,11 +280,7 @@ class RestConnector(Connector):
     ) -> None:
         super().__init__(request)
         self.options = self.parse_options(RestOptions)
-        self.batch_size = self.options.batch_size or request.batch_size
-        if self.batch_size <= 0:
-            raise ConnectorOptionError(
-                request.source_id, "batch_size", "must be a positive number of rows"
-            )
+        self.batch_size = self.resolve_batch_size(self.options.batch_size)
         self.cursor_field = _cursor_field(request, self.options)
         self.connection = _parse_connection(request)
         self.auth = _auth_plan(request.source_id, self.connection, self.options.auth)

@@ -94,7 +94,7 @@ class SqlConnector(Connector):
     def __init__(self, request: ExtractRequest) -> None:
         super().__init__(request)
         self.options = self.parse_options(SqlOptions)
-        self.batch_size = self.options.batch_size or request.batch_size
+        self.batch_size = self.resolve_batch_size(self.options.batch_size)
         self.query = _check_shape(request, self.options)
 
     def extract(self) -> SqlExtraction:
