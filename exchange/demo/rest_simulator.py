@@ -1,7 +1,8 @@
 """A department REST API on a loopback port, with faults on demand, for the tests and the demo.
 
 :func:`start_simulator` serves a list of records (by default the demo's birth medical
-certificates, :func:`demo_birth_records`) from a real HTTP server in a thread — stdlib
+certificates, :func:`demo_birth_records`) or whatever a function returns on each request (a
+department database that changes meanwhile) from a real HTTP server in a thread — stdlib
 ``ThreadingHTTPServer``, so it starts in milliseconds — and returns a :class:`Simulator`
 (a context manager) with ``.url``, the log of received ``.requests`` and ``.set_faults()``.
 
@@ -22,8 +23,9 @@ them.
 Faults (:class:`Faults`, given to :func:`start_simulator` or :meth:`Simulator.set_faults`) apply
 to the data endpoint: the next N requests answer 429 with ``Retry-After``, 500/503, 401, wait
 longer than a client's timeout, or reset the connection; page K can be served truncated (always);
-after K pages the server's page size can change. Run it for the demo with
-``python -m exchange.demo.rest_simulator --port 8765``.
+after K pages the server's page size can change. ``govx demo-simulator`` serves the demo's
+birth-records database this way; ``python -m exchange.demo.rest_simulator --port 8765`` serves a
+freshly generated in-memory copy.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -57,6 +59,9 @@ __all__ = [
     "demo_birth_records",
     "start_simulator",
 ]
+
+Records = Iterable[Mapping[str, Any]] | Callable[[], Iterable[Mapping[str, Any]]]
+"""Records to serve: a fixed collection, or a function read again on every data request."""
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +114,7 @@ class Simulator:
 
     def __init__(
         self,
-        records: Iterable[Mapping[str, Any]],
+        records: Records,
         *,
         host: str = "127.0.0.1",
         port: int = 0,
@@ -145,7 +150,8 @@ class Simulator:
         self.updated_param = updated_param
         self.faults = faults or Faults()
         self._pages_served = 0  # since the faults were last set
-        self._records = [_jsonable(record) for record in records]
+        self._read: Callable[[], Iterable[Mapping[str, Any]]] | None = None
+        self._records: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
         self._tokens: dict[str, float] = {}
@@ -153,6 +159,7 @@ class Simulator:
         self._server = _Server((host, port), _Handler)
         self._server.simulator = self
         self._thread: threading.Thread | None = None
+        self.set_records(records)
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -233,11 +240,15 @@ class Simulator:
             self.faults = Faults()
             self._pages_served = 0
 
-    def set_records(self, records: Iterable[Mapping[str, Any]]) -> None:
-        """Replace the records served (a department's data changed)."""
+    def set_records(self, records: Records) -> None:
+        """Replace the records served (a department's data changed), or the function read."""
+        if callable(records):
+            with self._lock:
+                self._read, self._records = records, []
+            return
         converted = [_jsonable(record) for record in records]
         with self._lock:
-            self._records = converted
+            self._read, self._records = None, converted
 
     def revoke_tokens(self) -> None:
         """Invalidate every OAuth2 token issued so far (clients get 401 and must fetch anew)."""
@@ -348,7 +359,9 @@ class Simulator:
 
     def _filtered(self, params: dict[str, str]) -> list[dict[str, Any]]:
         with self._lock:
-            rows = self._records
+            rows, read = self._records, self._read
+        if read is not None:
+            rows = [_jsonable(record) for record in read()]
         since_text = params.get(self.updated_param)
         if since_text is None:
             return rows
@@ -396,9 +409,7 @@ class Simulator:
         return 200, _json_bytes(answer), {"Cache-Control": "no-store"}
 
 
-def start_simulator(
-    records: Iterable[Mapping[str, Any]] | None = None, **settings: Any
-) -> Simulator:
+def start_simulator(records: Records | None = None, **settings: Any) -> Simulator:
     """Start a simulator on a free loopback port (use it as a context manager).
 
     ``settings`` are :class:`Simulator`'s keyword arguments (``auth``, ``path``, ``envelope``,
