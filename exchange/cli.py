@@ -464,18 +464,13 @@ def demo(
 ) -> None:
     """Build the sample Guangdong deployment end to end and show what an intake window sees.
 
-    Generates the department systems (fixed seed), runs every source's sync DAG, simulates a day
-    of changes and syncs again incrementally, then fetches a sample applicant's licenses through
-    the intake API.
+    Generates the department systems (fixed seed): two databases, a REST API served on a free
+    loopback port while the demo runs, and two drop folders (GB18030 CSV, xlsx). Runs every
+    source's sync DAG, simulates a day of changes and syncs again incrementally, then fetches a
+    sample applicant's licenses through the intake API.
     """
-    from exchange.demo import (
-        connection_env,
-        generate_department_systems,
-        sample_applicant,
-        simulate_changes,
-    )
-    from exchange.settings import ENV_FILE_NAME, govx_home
-    from exchange.standards import mask_id
+    from exchange.demo import generate_department_systems, start_department_api
+    from exchange.settings import govx_home
 
     deployment = _deployment()
     home = govx_home()
@@ -486,14 +481,50 @@ def demo(
     with console.status("generating department systems ..."):
         systems = generate_department_systems(home / "departments", persons=persons)
     for system in systems:
-        console.print(f"  {system.source_id:32} {system.rows:>7,} rows  ({system.table})")
-    env = connection_env(systems)
-    (home / ENV_FILE_NAME).write_text(
-        "".join(f"{k}='{v}'\n" for k, v in sorted(env.items())), encoding="utf-8"
+        console.print(
+            f"  {system.source_id:30} {system.rows:>7,} rows  ({system.table}, "
+            f"{_DEMO_DELIVERY[system.kind]})"
+        )
+    with start_department_api(systems) as api:
+        console.print(f"  birth-certificate API of the health department: {api.url}")
+        _demo_syncs(deployment, systems, api.url, airflow)
+    console.print(
+        "  (the API stopped with the demo; `govx demo-simulator` serves it again for `govx sync` "
+        "and Airflow)",
+        highlight=False,
     )
-    os.environ.update(env)
-    source_ids = [s.id for s in deployment.sources]
+    _demo_lookup(systems)
+    console.print(
+        f"[green]demo finished in {time.perf_counter() - started:.0f} s.[/] Try: "
+        f"`govx licenses <ID>`, `govx runs`, `govx serve` (data in {home})."
+    )
 
+
+_DEMO_DELIVERY = {"sql": "database", "rest": "REST API", "files": "drop folder"}
+
+
+def _write_demo_connections(env: dict[str, str]) -> None:
+    """Put the demo's connections in ``$GOVX_HOME/.env`` (kept lines of other keys) and the
+    environment."""
+    from dotenv import set_key
+
+    from exchange.settings import ENV_FILE_NAME, govx_home
+
+    path = govx_home() / ENV_FILE_NAME
+    path.touch()
+    for key, value in sorted(env.items()):
+        set_key(path, key, value, quote_mode="always")
+    os.environ.update(env)
+
+
+def _demo_syncs(deployment, systems: list, api_url: str, airflow: bool) -> None:
+    """First syncs (Airflow DAGs or ``govx sync``), a day of changes, incremental syncs."""
+    from exchange.demo import connection_env, simulate_changes
+    from exchange.state import ExchangeState
+
+    env = connection_env(systems, api_url=api_url)
+    _write_demo_connections(env)
+    source_ids = [s.id for s in deployment.sources]
     if airflow:
         from exchange.scheduler import airflow_env, migrate_airflow_db, run_dag_test
 
@@ -508,8 +539,6 @@ def demo(
         for source_id in source_ids:
             _run_with_progress(source_id, full_refresh=False)
 
-    from exchange.state import ExchangeState
-
     console.print("simulating a day of changes in the department systems ...")
     changed = simulate_changes(systems)
     for source_id in source_ids:
@@ -522,14 +551,44 @@ def demo(
     )
     console.print(f"changed rows per source: {changed}")
 
+
+def _demo_lookup(systems: list) -> None:
+    """The intake window's question about the sample applicant, answered by the API."""
+    from exchange.demo import sample_applicant
+    from exchange.standards import mask_id
+
     holder = sample_applicant(systems)
     status, payload = _lookup_via_api(holder)
     console.rule(f"[bold]intake lookup: GET /v1/holders/{mask_id(holder)}/licenses -> {status}")
     _print_licenses(payload, unmask=False)
-    console.print(
-        f"[green]demo finished in {time.perf_counter() - started:.0f} s.[/] Try: "
-        f"`govx licenses <ID>`, `govx runs`, `govx serve` (data in {home})."
-    )
+
+
+@app.command("demo-simulator")
+def demo_simulator(
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8765,
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+) -> None:
+    """Serve the demo's birth-certificate REST API until Ctrl-C (after `govx demo`).
+
+    Reads the health department's database under $GOVX_HOME/departments and points the
+    connection of chancheng_birth_certificates in $GOVX_HOME/.env at it, so that `govx sync`
+    and the Airflow DAGs reach it.
+    """
+    import contextlib
+    import threading
+
+    from exchange.demo import department_api_env, start_department_api
+    from exchange.settings import govx_home
+
+    try:
+        api = start_department_api(govx_home() / "departments", host=host, port=port)
+    except (FileNotFoundError, OSError) as exc:
+        raise _fail(str(exc)) from None
+    with api:
+        _write_demo_connections(department_api_env(api.url))
+        console.print(f"serving {api.url}{api.path} (Ctrl-C stops)", highlight=False)
+        with contextlib.suppress(KeyboardInterrupt):
+            threading.Event().wait()
 
 
 def run() -> None:  # pragma: no cover - console entry point

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from exchange.cli import app
+from exchange.state import ExchangeState, RunStatus
 
 REPO = Path(__file__).resolve().parents[1]
+GOVX = str(Path(sys.executable).with_name("govx"))
 RAW_ID = re.compile(r"(?<![0-9*])[0-9]{17}[0-9Xx](?![0-9A-Za-z])")
 runner = CliRunner(env={"COLUMNS": "200"})
 
@@ -73,15 +79,56 @@ def test_unknown_source() -> None:
     assert code == 1 and "unknown source 'nope'" in output
 
 
-def test_demo_without_airflow_shows_the_sample_applicant() -> None:
+def test_demo_without_airflow_shows_the_sample_applicant(isolated_govx_home: Path) -> None:
     code, output = govx("demo", "--no-airflow", "--persons", "400")
     assert code == 0, output
     assert "intake lookup" in output and "-> 200" in output
     for name in ("居民身份证", "居民户口簿", "结婚证", "出生医学证明"):
         assert name in output
+    assert re.search(
+        r"birth-certificate API of the health department: http://127\.0\.0\.1:\d+", output
+    )
     assert not RAW_ID.search(output), "an unmasked ID reached the terminal"
     code, output = govx("runs")
     assert code == 0 and re.search(r"gd_household_registry\s+\S+\s+ok\s+full", output), output
+    with ExchangeState() as state:  # every kind of source: a full run, then an incremental one
+        for source in (
+            "gd_household_registry",
+            "chancheng_birth_certificates",
+            "nanhai_real_estate",
+        ):
+            incremental, full = state.runs(source)
+            assert full.status is incremental.status is RunStatus.SUCCEEDED, source
+            assert full.cursor_before is None and incremental.cursor_before is not None, source
+    env = (isolated_govx_home / ".env").read_text(encoding="utf-8")
+    assert "AIRFLOW_CONN_GD_BUSINESS_DROP='file:///" in env
+    assert "AIRFLOW_CONN_CHANCHENG_BIRTH_API='http://127.0.0.1:" in env
+
+    simulator = subprocess.Popen(  # serves the demo's birth records again, for `govx sync`
+        [GOVX, "demo-simulator", "--port", "0"],
+        env={**os.environ, "COLUMNS": "200"},
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = simulator.stdout.readline()
+        assert re.match(r"serving http://127\.0\.0\.1:\d+/api/v1/birth-certificates", line), (
+            line + simulator.stderr.read()
+        )
+        url = line.split()[1].removesuffix("/api/v1/birth-certificates")
+        env = (isolated_govx_home / ".env").read_text(encoding="utf-8")
+        assert f"AIRFLOW_CONN_CHANCHENG_BIRTH_API='{url}'" in env
+        os.environ.pop("AIRFLOW_CONN_CHANCHENG_BIRTH_API")  # the demo's own API is gone
+        code, output = govx("sync", "chancheng_birth_certificates")
+        assert code == 0, output
+        with ExchangeState() as state:
+            [latest, *_] = state.runs("chancheng_birth_certificates")
+        assert latest.status is RunStatus.SUCCEEDED and latest.rows_read >= 1  # at the watermark
+    finally:
+        simulator.send_signal(signal.SIGINT)
+        assert simulator.wait(timeout=10) == 0
 
 
 @pytest.mark.parametrize("args", [("db", "upgrade"), ("runs",)])

@@ -6,8 +6,10 @@ out, couples divorce, birth certificates are re-issued, enterprises change or cl
 sold or sealed) and inserts a few new rows (newborns registered in their parents' household,
 newcomers, weddings of two residents who lived alone, new births, new enterprises, new property
 registrations). Every touched row gets an ``updated_at`` strictly later than every
-``updated_at`` in the given systems, so a cursor-based sync picks up exactly these rows. The
-sample applicant's family and the dirty rows are never touched.
+``updated_at`` in the given systems, so a cursor-based sync (the SQL databases, the REST API's
+``updated_since``) picks up exactly these rows; a file-drop department delivers the touched rows,
+whole, as a new file in its drop folder. The sample applicant's family and the dirty rows are
+never touched.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 from sqlalchemy import Connection, func, insert, select, update
 from sqlalchemy.engine import Engine, create_engine
 
+from exchange.demo.deliveries import write_drop
 from exchange.demo.departments import (
     birth_cert_no,
     enterprise_row,
@@ -115,6 +118,16 @@ class _System:
         if self.inserts:
             connection.execute(insert(self.table), self.inserts)
         return len(self.updates) + len(self.inserts)
+
+    def deliver(self, day: dt.date) -> None:
+        """A file-drop department drops the day's touched rows, whole, as a new file."""
+        if self.system.drop_dir is None:
+            return
+        touched = {r[self.pk]: r for r in self.rows if r[self.pk] in self.updates}
+        touched.update((r[self.pk], r) for r in self.inserts)
+        if touched:
+            spec = spec_for(self.system.conn_id)
+            write_drop(spec, self.system.drop_dir, list(touched.values()), f"{day:%Y%m%d}")
 
 
 def _quota(rows: int, fraction: float) -> int:
@@ -561,7 +574,8 @@ def simulate_changes(
 
     About ``fraction`` of each table's rows are updated and a few rows are inserted; every
     touched row's ``updated_at`` is later than every existing ``updated_at`` in ``systems``.
-    Each system changes in one transaction. Running it again simulates the following day.
+    Each system changes in one transaction; a file-drop department then drops a file of its
+    touched rows. Running it again simulates the following day.
     """
     if not 0 < fraction <= 0.5:
         raise ValueError(f"fraction must be in (0, 0.5], got {fraction}")
@@ -592,6 +606,7 @@ def simulate_changes(
         for source_id, system in loaded.items():
             with system.engine.begin() as connection:
                 touched[source_id] = system.apply(connection)
+            system.deliver(clock.day)
         return touched
     finally:
         for engine in engines.values():

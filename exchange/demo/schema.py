@@ -1,4 +1,11 @@
-"""The tables of the five demo department systems, as SQLAlchemy Core ``Table`` objects.
+"""The five demo department systems: their tables (SQLAlchemy Core) and how each delivers data.
+
+Each system keeps its rows in its own database (``store_id``, e.g. ``gd_business_db``) and hands
+them to the exchange one way (``delivery``): the exchange reads the household and marriage
+databases directly (``sql``), asks the birth records of the health department's REST API
+(``rest``, served by :mod:`exchange.demo.rest_simulator`), and loads the GB18030 CSV files
+(``csv``) and ``.xlsx`` workbooks (``xlsx``) the market-regulation and natural-resources
+departments drop into folders. ``conn_id`` is the connection ``config/sources.yaml`` names.
 
 Column names follow ``config/sources.yaml`` (every column a ``licenses:`` mapping names, the
 primary key and the ``updated_at`` cursor). Each table has its own ``MetaData`` because each
@@ -9,10 +16,13 @@ system is a separate database. String lengths are given so that MariaDB accepts 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from sqlalchemy import Column, Date, DateTime, Index, Integer, MetaData, String, Table, Text
 
-__all__ = ["SYSTEM_SPECS", "SystemSpec", "spec_for"]
+__all__ = ["SYSTEM_SPECS", "Delivery", "SystemSpec", "spec_for"]
+
+Delivery = Literal["sql", "rest", "csv", "xlsx"]
 
 _MYSQL = {"mysql_charset": "utf8mb4"}
 
@@ -133,29 +143,52 @@ def _property_rights() -> Table:
 
 @dataclass(frozen=True)
 class SystemSpec:
-    """A demo department system: its connection id, source id, table and primary key."""
+    """A demo department system: its database, connection, source, table and delivery."""
 
+    store_id: str
+    """The department's own database, e.g. ``gd_business_db``."""
     conn_id: str
+    """The exchange's connection to what the department delivers, e.g. ``gd_business_drop``."""
     source_id: str
     table: Table
+    delivery: Delivery
 
     @property
     def primary_key(self) -> str:
         return self.table.primary_key.columns.values()[0].name
 
+    @property
+    def kind(self) -> str:
+        """The connector kind the exchange reads this system with: sql, rest or files."""
+        return "files" if self.delivery in ("csv", "xlsx") else self.delivery
+
 
 SYSTEM_SPECS: tuple[SystemSpec, ...] = (
-    SystemSpec("gd_household_db", "gd_household_registry", _persons()),
-    SystemSpec("foshan_marriage_db", "foshan_marriage_registry", _marriages()),
-    SystemSpec("chancheng_birth_db", "chancheng_birth_certificates", _birth_records()),
-    SystemSpec("gd_business_db", "gd_business_registry", _enterprises()),
-    SystemSpec("nanhai_realestate_db", "nanhai_real_estate", _property_rights()),
+    SystemSpec("gd_household_db", "gd_household_db", "gd_household_registry", _persons(), "sql"),
+    SystemSpec(
+        "foshan_marriage_db", "foshan_marriage_db", "foshan_marriage_registry", _marriages(), "sql"
+    ),
+    SystemSpec(
+        "chancheng_birth_db",
+        "chancheng_birth_api",
+        "chancheng_birth_certificates",
+        _birth_records(),
+        "rest",
+    ),
+    SystemSpec("gd_business_db", "gd_business_drop", "gd_business_registry", _enterprises(), "csv"),
+    SystemSpec(
+        "nanhai_realestate_db",
+        "nanhai_realestate_drop",
+        "nanhai_real_estate",
+        _property_rights(),
+        "xlsx",
+    ),
 )
 
 
 def spec_for(key: str) -> SystemSpec:
-    """The system with this connection id or source id (``KeyError`` otherwise)."""
+    """The system with this store id, connection id or source id (``KeyError`` otherwise)."""
     for spec in SYSTEM_SPECS:
-        if key in (spec.conn_id, spec.source_id):
+        if key in (spec.store_id, spec.conn_id, spec.source_id):
             return spec
     raise KeyError(f"no demo department system {key!r}")

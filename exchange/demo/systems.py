@@ -1,15 +1,17 @@
-"""Writing the demo department systems to databases, and what callers need to use them.
+"""Writing the demo department systems, and what callers need to use them.
 
-:func:`generate_department_systems` writes each system to its own SQLite file or to any
-SQLAlchemy URL (PostgreSQL, MariaDB ...); :func:`connection_env` turns the result into the
-``AIRFLOW_CONN_<ID>`` variables that ``config/sources.yaml`` refers to; :func:`sample_applicant`
-names the applicant of the demo's intake lookup; :func:`dirty_rows` lists the rows the quality
-gate must quarantine.
+:func:`generate_department_systems` writes each system's database (a SQLite file, or any
+SQLAlchemy URL: PostgreSQL, MariaDB ...) and, for the two file-drop departments, their first
+delivery into a drop folder; :func:`start_department_api` serves the birth records over HTTP;
+:func:`connection_env` turns the result into the ``AIRFLOW_CONN_<ID>`` variables that
+``config/sources.yaml`` refers to; :func:`sample_applicant` names the applicant of the demo's
+intake lookup; :func:`dirty_rows` lists the rows the quality gate must quarantine.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,12 +22,14 @@ from urllib.parse import quote
 from sqlalchemy import create_engine, insert, select
 from sqlalchemy.engine import make_url
 
+from exchange.demo.deliveries import store_records, write_drop
 from exchange.demo.departments import (
     DIRTY_ENTERPRISE_IDS,
     DIRTY_PERSON_IDS,
     build_department_rows,
 )
-from exchange.demo.people import SAMPLE_APPLICANT_ID
+from exchange.demo.people import AS_OF, SAMPLE_APPLICANT_ID
+from exchange.demo.rest_simulator import Simulator, start_simulator
 from exchange.demo.schema import SYSTEM_SPECS, spec_for
 from exchange.standards.holder_ids import mask_id
 
@@ -34,9 +38,11 @@ __all__ = [
     "DIRTY_ROWS",
     "DemoSystem",
     "connection_env",
+    "department_api_env",
     "dirty_rows",
     "generate_department_systems",
     "sample_applicant",
+    "start_department_api",
 ]
 
 log = logging.getLogger(__name__)
@@ -63,42 +69,55 @@ _AIRFLOW_SCHEMES = {"postgresql": "postgres", "mariadb": "mysql", "mysql": "mysq
 
 @dataclass(frozen=True)
 class DemoSystem:
-    """One demo department system as written: where it is and what it holds."""
+    """One demo department system as written: where it is, what it holds, how it delivers."""
 
     conn_id: str
     """Matches ``connection:`` in config/sources.yaml, e.g. ``gd_household_db``."""
     source_id: str
     """E.g. ``gd_household_registry``."""
     url: str
-    """SQLAlchemy URL of the database the table was written to."""
+    """SQLAlchemy URL of the department's own database, which holds ``table``."""
     table: str
     rows: int
     dirty_keys: tuple[int, ...] = ()
     """Primary keys of rows whose holder identifier is invalid (see :func:`dirty_rows`)."""
+    kind: str = "sql"
+    """The connector kind the exchange reads it with: ``sql`` (``url`` itself), ``rest`` (the
+    API of :func:`start_department_api`) or ``files`` (``drop_dir``)."""
+    drop_dir: Path | None = None
+    """The folder a file-drop department delivers into."""
 
 
-def _target_urls(target: Path | str | Mapping[str, str]) -> dict[str, str]:
-    if isinstance(target, Mapping):
-        known = {spec.conn_id for spec in SYSTEM_SPECS}
-        unknown = sorted(set(target) - known)
-        if unknown:
-            raise ValueError(
-                f"unknown demo connection id(s) {unknown}; expected some of {sorted(known)}"
-            )
-        return {s.conn_id: target[s.conn_id] for s in SYSTEM_SPECS if s.conn_id in target}
-    directory = Path(target).expanduser().resolve()
-    directory.mkdir(parents=True, exist_ok=True)
+def _store_urls(directory: Path | None, databases: Mapping[str, str]) -> dict[str, str]:
+    known = {spec.store_id for spec in SYSTEM_SPECS}
+    unknown = sorted(set(databases) - known)
+    if unknown:
+        raise ValueError(f"unknown demo database id(s) {unknown}; expected some of {sorted(known)}")
     urls = {}
     for spec in SYSTEM_SPECS:
-        path = directory / f"{spec.conn_id}.db"
-        for suffix in ("", "-journal", "-wal", "-shm"):
-            path.with_name(path.name + suffix).unlink(missing_ok=True)
-        urls[spec.conn_id] = f"sqlite:///{path}"
+        if spec.store_id in databases:
+            urls[spec.store_id] = databases[spec.store_id]
+        elif directory is not None:
+            path = directory / f"{spec.store_id}.db"
+            for suffix in ("", "-journal", "-wal", "-shm"):
+                path.with_name(path.name + suffix).unlink(missing_ok=True)
+            urls[spec.store_id] = f"sqlite:///{path}"
     return urls
 
 
-def _write(url: str, conn_id: str, rows: list[dict[str, Any]]) -> None:
-    table = spec_for(conn_id).table
+def _fresh_drop_dir(directory: Path | None, conn_id: str) -> Path:
+    if directory is None:
+        raise ValueError(
+            f"{conn_id} is a file-drop department: give a directory for its drop folder"
+        )
+    folder = directory / conn_id
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir()
+    return folder
+
+
+def _write(url: str, store_id: str, rows: list[dict[str, Any]]) -> None:
+    table = spec_for(store_id).table
     engine = create_engine(url)
     try:
         with engine.begin() as connection:
@@ -111,41 +130,90 @@ def _write(url: str, conn_id: str, rows: list[dict[str, Any]]) -> None:
 
 
 def generate_department_systems(
-    target: Path | Mapping[str, str], *, seed: int = DEMO_SEED, persons: int = 12_000
+    directory: Path | str | None = None,
+    *,
+    databases: Mapping[str, str] | None = None,
+    seed: int = DEMO_SEED,
+    persons: int = 12_000,
 ) -> list[DemoSystem]:
     """Write the five sample department systems and describe them.
 
-    ``target`` is a directory (one SQLite file per system, ``<dir>/<conn_id>.db``, replaced if it
-    exists) or a mapping ``conn_id -> SQLAlchemy URL`` naming some or all systems (the table is
-    dropped and recreated). The same ``seed`` and ``persons`` always give the same rows;
-    ``persons`` residents are generated and the other systems scale with it (about a sixth as
-    many enterprises, a quarter as many property rights).
+    Each department's database is ``databases[store_id]`` when given (a SQLAlchemy URL; the
+    table is dropped and recreated) or else a SQLite file ``<directory>/<store_id>.db``
+    (replaced). The file-drop departments also deliver every row as their first drop into
+    ``<directory>/<conn_id>/`` (emptied first): ``gd_business_drop`` a GB18030 CSV file,
+    ``nanhai_realestate_drop`` an ``.xlsx`` workbook. Without ``directory`` only the systems in
+    ``databases`` are written (a file-drop one among them is refused: it needs its folder).
+
+    The same ``seed`` and ``persons`` always give the same rows; ``persons`` residents are
+    generated and the other systems scale with it (about a sixth as many enterprises, a quarter
+    as many property rights).
     """
     if persons < MIN_PERSONS:  # the dirty rows' fixed ids must exist
         raise ValueError(f"persons must be at least {MIN_PERSONS}, got {persons}")
-    urls = _target_urls(target)
+    if isinstance(directory, Mapping):
+        raise TypeError("give department database URLs as databases={store_id: url}")
+    folder = None if directory is None else Path(directory).expanduser().resolve()
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+    urls = _store_urls(folder, databases or {})
     data = build_department_rows(seed, persons)
     systems = []
     for spec in SYSTEM_SPECS:
-        if spec.conn_id not in urls:
+        if spec.store_id not in urls:
             continue
-        rows = data[spec.conn_id]
-        _write(urls[spec.conn_id], spec.conn_id, rows)
-        shown = make_url(urls[spec.conn_id]).render_as_string(hide_password=True)
+        rows = data[spec.store_id]
+        drop_dir = _fresh_drop_dir(folder, spec.conn_id) if spec.kind == "files" else None
+        _write(urls[spec.store_id], spec.store_id, rows)
+        if drop_dir is not None:
+            write_drop(spec, drop_dir, rows, AS_OF.strftime("%Y%m%d"))
+        shown = make_url(urls[spec.store_id]).render_as_string(hide_password=True)
         log.info(
-            "demo system %s: %d rows in %s (%s)", spec.source_id, len(rows), spec.table.name, shown
+            "demo system %s: %d rows in %s (%s), delivered by %s",
+            spec.source_id,
+            len(rows),
+            spec.table.name,
+            shown,
+            spec.delivery,
         )
         systems.append(
             DemoSystem(
                 conn_id=spec.conn_id,
                 source_id=spec.source_id,
-                url=urls[spec.conn_id],
+                url=urls[spec.store_id],
                 table=spec.table.name,
                 rows=len(rows),
                 dirty_keys=DIRTY_ROWS[spec.source_id],
+                kind=spec.kind,
+                drop_dir=drop_dir,
             )
         )
     return systems
+
+
+def start_department_api(
+    systems: Sequence[DemoSystem] | Path, *, host: str = "127.0.0.1", port: int = 0
+) -> Simulator:
+    """Serve the birth records of the REST department over HTTP (already started).
+
+    ``systems`` as :func:`generate_department_systems` returned them, or the directory it wrote
+    them to. The API (:mod:`exchange.demo.rest_simulator`, no authentication) reads the
+    department's database on every request, so :func:`simulate_changes` shows at once. Use it
+    as a context manager; pass its ``.url`` to :func:`connection_env`. ``port=0`` picks a free
+    port.
+    """
+    spec = next(s for s in SYSTEM_SPECS if s.kind == "rest")
+    if isinstance(systems, Path):
+        path = systems.expanduser().resolve() / f"{spec.store_id}.db"
+        if not path.is_file():
+            raise FileNotFoundError(f"no demo department database {path} (run `govx demo`)")
+        url = f"sqlite:///{path}"
+    else:
+        system = next((s for s in systems if s.kind == "rest"), None)
+        if system is None:
+            raise LookupError("the systems include no REST department")
+        url = system.url
+    return start_simulator(store_records(url, spec.table), host=host, port=port)
 
 
 def dirty_rows(systems: Sequence[DemoSystem] | None = None) -> dict[str, tuple[int, ...]]:
@@ -158,15 +226,36 @@ def dirty_rows(systems: Sequence[DemoSystem] | None = None) -> dict[str, tuple[i
     return {system.source_id: system.dirty_keys for system in systems}
 
 
-def connection_env(systems: Sequence[DemoSystem]) -> dict[str, str]:
+def _conn_variable(conn_id: str) -> str:
+    return f"AIRFLOW_CONN_{conn_id.upper()}"
+
+
+def department_api_env(api_url: str) -> dict[str, str]:
+    """``AIRFLOW_CONN_<CONN_ID>`` -> ``api_url`` for the REST department's connection."""
+    spec = next(s for s in SYSTEM_SPECS if s.kind == "rest")
+    return {_conn_variable(spec.conn_id): api_url}
+
+
+def connection_env(systems: Sequence[DemoSystem], *, api_url: str | None = None) -> dict[str, str]:
     """``AIRFLOW_CONN_<CONN_ID>`` -> Airflow-style connection URI, one per system.
 
-    SQLite becomes ``sqlite:////abs/path.db``; PostgreSQL ``postgres://...`` and MySQL/MariaDB
-    ``mysql://...`` (Airflow's connection types; the driver is the resolver's choice). Values may
-    hold passwords: put them in the environment or a ``.env`` file, never in a log line.
+    A database read directly: SQLite becomes ``sqlite:////abs/path.db``; PostgreSQL
+    ``postgres://...`` and MySQL/MariaDB ``mysql://...`` (Airflow's connection types; the driver
+    is the resolver's choice). A drop folder: ``file:///abs/folder``. The REST department:
+    ``api_url`` (a running :func:`start_department_api`'s ``.url``); without it, it is left
+    out. Values may hold passwords: put them in the environment or a ``.env`` file, never in a
+    log line.
     """
     env = {}
     for system in systems:
+        variable = _conn_variable(system.conn_id)
+        if system.kind == "rest":
+            if api_url is not None:
+                env.update(department_api_env(api_url))
+            continue
+        if system.drop_dir is not None:
+            env[variable] = system.drop_dir.as_uri()
+            continue
         url = make_url(system.url)
         backend = url.get_backend_name()
         if backend == "sqlite":  # percent-encoded like every Airflow URI; '/' stays as it is
@@ -174,7 +263,7 @@ def connection_env(systems: Sequence[DemoSystem]) -> dict[str, str]:
         else:
             scheme = _AIRFLOW_SCHEMES.get(backend, backend)
             uri = url.set(drivername=scheme).render_as_string(hide_password=False)
-        env[f"AIRFLOW_CONN_{system.conn_id.upper()}"] = uri
+        env[variable] = uri
     return env
 
 

@@ -7,7 +7,12 @@ from pathlib import Path
 import pytest
 
 from exchange.config import load_deployment
-from exchange.demo import connection_env, generate_department_systems
+from exchange.demo import (
+    connection_env,
+    generate_department_systems,
+    simulate_changes,
+    start_department_api,
+)
 from exchange.state import ExchangeState, RunStatus
 from license_store.store import LicenseStore
 
@@ -39,22 +44,39 @@ def test_dag_file_does_no_io_beyond_reading_the_config() -> None:
     assert not [line for line in top_level_imports if any(h in line for h in heavy)]
 
 
-def test_sync_dag_runs_end_to_end_with_dag_test(
+def test_every_sync_dag_runs_end_to_end_with_dag_test(
     airflow_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """All five sample systems through their DAGs: SQLite databases, the REST API on a loopback
+    port, the CSV and xlsx drop folders; then a day of changes, synced incrementally."""
     systems = generate_department_systems(tmp_path / "departments", persons=300)
-    for key, value in connection_env(systems).items():
-        monkeypatch.setenv(key, value)
+    rows = {s.source_id: s.rows for s in systems}
 
     from airflow.dag_processing.dagbag import DagBag
 
-    dag = DagBag(dag_folder=str(REPO / "dags")).dags["sync__foshan_marriage_registry"]
-    dag_run = dag.test()
-    assert str(dag_run.state) in {"success", "DagRunState.SUCCESS"}
+    bag = DagBag(dag_folder=str(REPO / "dags"))
+    with start_department_api(systems) as api:
+        for key, value in connection_env(systems, api_url=api.url).items():
+            monkeypatch.setenv(key, value)
+        for source_id in rows:
+            dag_run = bag.dags[f"sync__{source_id}"].test()
+            assert str(dag_run.state) in {"success", "DagRunState.SUCCESS"}, source_id
+        changed = simulate_changes(systems)
+        for source_id in rows:
+            dag_run = bag.dags[f"sync__{source_id}"].test()
+            assert str(dag_run.state) in {"success", "DagRunState.SUCCESS"}, source_id
 
+    inserted = 0
     with ExchangeState() as state:
-        [run] = state.runs("foshan_marriage_registry")
-        assert run.status is RunStatus.SUCCEEDED
-        assert run.rows_read == run.rows_loaded + run.rows_quarantined > 0
+        for source_id, count in rows.items():
+            incremental, full = state.runs(source_id)
+            assert full.status is incremental.status is RunStatus.SUCCEEDED, source_id
+            assert full.cursor_before is None and incremental.cursor_before is not None
+            assert full.rows_read == count == full.rows_loaded + full.rows_quarantined
+            assert changed[source_id] <= incremental.rows_read <= changed[source_id] + 3
+            assert incremental.licenses_inserted + incremental.licenses_updated > 0, source_id
+            inserted += full.licenses_inserted + incremental.licenses_inserted
+        marriages = state.runs("foshan_marriage_registry")[-1]
+    assert marriages.licenses_inserted == 2 * marriages.rows_loaded  # both spouses
     with LicenseStore() as store:
-        assert store.count() == 2 * run.rows_loaded  # both spouses hold the certificate
+        assert store.count() == inserted

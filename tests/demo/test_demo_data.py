@@ -3,15 +3,21 @@ be, consistent across systems, and a day of changes an incremental sync can pick
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import hashlib
+import io
+import json
 import logging
 import re
 import sqlite3
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
+from urllib.request import urlopen
 
+import openpyxl
 import pytest
 from sqlalchemy import create_engine, func, inspect, select
 
@@ -26,6 +32,7 @@ from exchange.demo import (
     generate_department_systems,
     sample_applicant,
     simulate_changes,
+    start_department_api,
 )
 from exchange.demo.people import card_term_years
 from exchange.demo.schema import SYSTEM_SPECS, spec_for
@@ -119,7 +126,27 @@ def test_default_sizes(systems: list[DemoSystem], tables: dict[str, list[Row]]) 
     assert 1_500 < counts["marriages"] < 4_000
     assert 400 < counts["birth_records"] < 1_500
     for system in systems:
-        assert Path(system.url.removeprefix("sqlite:///")).name == f"{system.conn_id}.db"
+        store_id = spec_for(system.conn_id).store_id
+        assert Path(system.url.removeprefix("sqlite:///")).name == f"{store_id}.db"
+
+
+def test_each_system_delivers_the_way_its_source_reads(systems: list[DemoSystem]) -> None:
+    deployment = load_deployment(REPO / "config")
+    kinds = {s.source_id: s.kind for s in systems}
+    assert kinds == {s.id: s.connector.kind for s in deployment.sources}
+    assert kinds == {
+        "gd_household_registry": "sql",
+        "foshan_marriage_registry": "sql",
+        "chancheng_birth_certificates": "rest",
+        "gd_business_registry": "files",
+        "nanhai_real_estate": "files",
+    }
+    drops = {s.source_id: sorted(s.drop_dir.iterdir()) for s in systems if s.kind == "files"}
+    assert {k: [p.name for p in v] for k, v in drops.items()} == {
+        "gd_business_registry": ["enterprises_20241231.csv"],
+        "nanhai_real_estate": ["property_rights_20241231.xlsx"],
+    }
+    assert all(s.drop_dir is None for s in systems if s.kind != "files")
 
 
 def test_persons_below_minimum_is_refused(tmp_path: Path) -> None:
@@ -158,11 +185,14 @@ def test_tables_have_every_column_the_configuration_names(systems: list[DemoSyst
     for source in deployment.sources:
         system = by_source[source.id]
         assert system.conn_id == source.connection
-        assert system.table == source.connector.options["table"]
+        if source.connector.kind == "sql":
+            assert system.table == source.connector.options["table"]
         engine = create_engine(system.url)
         columns = {c["name"] for c in inspect(engine).get_columns(system.table)}
         engine.dispose()
-        wanted = set(source.primary_key) | {source.cursor}
+        wanted = set(source.primary_key) | set(source.connector.options.get("columns", ()))
+        if source.cursor is not None:
+            wanted.add(source.cursor)
         for mapping in source.licenses:
             wanted |= mapping.columns()
         assert wanted <= columns, (source.id, sorted(wanted - columns))
@@ -398,27 +428,69 @@ def test_simulate_changes_touches_reported_rows_after_every_cursor(tmp_path: Pat
     assert [digest(s) for s in again] == [digest(s) for s in systems]
 
 
+def drop_keys(path: Path, key: str) -> list[int]:
+    """The primary keys in one dropped file, in file order."""
+    if path.suffix == ".csv":
+        rows = csv.DictReader(io.StringIO(path.read_bytes().decode("gb18030")))
+        return [int(row[key]) for row in rows]
+    workbook = openpyxl.load_workbook(path, read_only=True)
+    try:
+        header, *rows = workbook.worksheets[0].iter_rows(values_only=True)
+        return [int(row[header.index(key)]) for row in rows]
+    finally:
+        workbook.close()
+
+
+def test_changes_reach_the_drop_folders_and_the_api(tmp_path: Path) -> None:
+    systems = generate_department_systems(tmp_path, persons=1000)
+    latest = max(max_updated_at(s) for s in systems)
+    touched = simulate_changes(systems)
+    for system in systems:
+        pk = spec_for(system.conn_id).primary_key
+        changed = sorted(r[pk] for r in read_rows(system) if r["updated_at"] > latest)
+        if system.kind == "files":  # a second file, holding exactly the changed rows
+            first, second = sorted(system.drop_dir.iterdir())
+            assert second.name.endswith("_20250101" + first.suffix)
+            assert len(drop_keys(first, pk)) == system.rows
+            assert drop_keys(second, pk) == changed
+            assert len(changed) == touched[system.source_id]
+        elif system.kind == "rest":  # served at once, found by updated_since
+            with start_department_api(systems) as api:
+                query = urlencode({"updated_since": (latest + dt.timedelta(seconds=1)).isoformat()})
+                with urlopen(f"{api.url}{api.path}?{query}", timeout=10) as response:
+                    items = json.load(response)["data"]["items"]
+            assert sorted(item[pk] for item in items) == changed
+            assert len(changed) == touched[system.source_id]
+
+
 # --- targets and connections ---------------------------------------------------------------------
 
 
 def test_one_system_written_to_a_url_without_ids_in_the_log(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    url = f"sqlite:///{tmp_path / 'business.sqlite'}"
+    url = f"sqlite:///{tmp_path / 'marriage.sqlite'}"
     with caplog.at_level(logging.DEBUG, logger="exchange.demo"):
-        written = generate_department_systems({"gd_business_db": url}, persons=600)
-    assert [(s.conn_id, s.source_id, s.url, s.table, s.rows) for s in written] == [
-        ("gd_business_db", "gd_business_registry", url, "enterprises", 100)
-    ]
-    assert len(read_rows(written[0])) == 100
+        written = generate_department_systems(databases={"foshan_marriage_db": url}, persons=600)
+    [system] = written
+    assert (system.conn_id, system.source_id, system.url, system.table, system.kind) == (
+        "foshan_marriage_db",
+        "foshan_marriage_registry",
+        url,
+        "marriages",
+        "sql",
+    )
+    assert len(read_rows(system)) == system.rows > 0
     assert caplog.records and not re.search(r"\d{17}[\dX]", caplog.text)
     assert connection_env(written) == {
-        "AIRFLOW_CONN_GD_BUSINESS_DB": f"sqlite:///{tmp_path / 'business.sqlite'}"
+        "AIRFLOW_CONN_FOSHAN_MARRIAGE_DB": f"sqlite:///{tmp_path / 'marriage.sqlite'}"
     }
-    written = generate_department_systems({"gd_business_db": url}, persons=600)  # replaced
-    assert len(read_rows(written[0])) == 100
-    with pytest.raises(ValueError, match="unknown demo connection"):
-        generate_department_systems({"gd_business": url})
+    written = generate_department_systems(databases={"foshan_marriage_db": url}, persons=600)
+    assert len(read_rows(written[0])) == system.rows  # replaced, not appended
+    with pytest.raises(ValueError, match="unknown demo database"):
+        generate_department_systems(databases={"foshan_marriage": url})
+    with pytest.raises(ValueError, match="drop folder"):  # a file-drop department needs one
+        generate_department_systems(databases={"gd_business_db": url})
 
 
 def test_connection_env_uses_airflow_uris() -> None:
@@ -460,6 +532,31 @@ def test_connection_env_uses_airflow_uris() -> None:
     }
 
 
+def test_connection_env_of_a_drop_folder_and_the_rest_api() -> None:
+    drop = DemoSystem(
+        "gd_business_drop",
+        "gd_business_registry",
+        "sqlite:////var/govx/departments/gd_business_db.db",
+        "enterprises",
+        1,
+        kind="files",
+        drop_dir=Path("/var/govx/departments/gd_business_drop"),
+    )
+    api = DemoSystem(
+        "chancheng_birth_api",
+        "chancheng_birth_certificates",
+        "sqlite:////var/govx/departments/chancheng_birth_db.db",
+        "birth_records",
+        1,
+        kind="rest",
+    )
+    assert connection_env([drop, api], api_url="http://127.0.0.1:8765") == {
+        "AIRFLOW_CONN_GD_BUSINESS_DROP": "file:///var/govx/departments/gd_business_drop",
+        "AIRFLOW_CONN_CHANCHENG_BIRTH_API": "http://127.0.0.1:8765",
+    }
+    assert connection_env([api]) == {}  # no API running: no connection to give
+
+
 @pytest.mark.parametrize(
     "server",
     [
@@ -467,9 +564,14 @@ def test_connection_env_uses_airflow_uris() -> None:
         pytest.param("mariadb_url", marks=pytest.mark.mariadb),
     ],
 )
-def test_all_systems_in_one_server_database(server: str, request: pytest.FixtureRequest) -> None:
+def test_all_systems_in_one_server_database(
+    server: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
     url = request.getfixturevalue(server)
-    systems = generate_department_systems({spec.conn_id: url for spec in SYSTEM_SPECS}, persons=300)
+    systems = generate_department_systems(
+        tmp_path, databases={spec.store_id: url for spec in SYSTEM_SPECS}, persons=300
+    )
+    assert all(s.url == url for s in systems)
     rows = {s.table: read_rows(s) for s in systems}
     assert {t: len(r) for t, r in rows.items()} == {s.table: s.rows for s in systems}
     assert any(r["card_valid_to"] is None for r in rows["persons"])

@@ -30,8 +30,9 @@ def small_batches(deployment: Deployment) -> Deployment:
 
 @pytest.fixture
 def postgres_source(postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> sa.Engine:
-    systems = generate_department_systems({"gd_household_db": postgres_url}, persons=PERSONS)
-    systems = [s for s in systems if s.conn_id == "gd_household_db"]
+    systems = generate_department_systems(
+        databases={"gd_household_db": postgres_url}, persons=PERSONS
+    )
     for key, value in connection_env(systems).items():
         monkeypatch.setenv(key, value)
     monkeypatch.setattr(exchange.sync, "RETRY_BASE_DELAY_S", 0.01)

@@ -18,15 +18,6 @@ from license_store.store import LicenseStore
 SOURCE = "gd_business_registry"
 
 
-def as_file_source(deployment: Deployment) -> Deployment:
-    data = deployment.model_dump()
-    for source in data["sources"]:
-        if source["id"] == SOURCE:
-            source["connector"] = {"kind": "files", "options": {"pattern": "*.csv"}}
-            source["cursor"] = None
-    return Deployment.model_validate(data)
-
-
 def write_drop(path: Path, rows: list[dict], encoding: str = "gb18030") -> None:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
@@ -37,10 +28,22 @@ def write_drop(path: Path, rows: list[dict], encoding: str = "gb18030") -> None:
 
 @pytest.fixture
 def enterprises(demo_systems: list[DemoSystem]) -> list[dict]:
+    """The business registry's rows, read from the department's own database."""
     system = next(s for s in demo_systems if s.source_id == SOURCE)
     with sqlite3.connect(system.url.removeprefix("sqlite:///")) as conn:
         conn.row_factory = sqlite3.Row
         return [dict(r) for r in conn.execute("SELECT * FROM enterprises ORDER BY ent_id")]
+
+
+def test_the_sample_drop_folder_holds_gb18030_csv(demo_systems: list[DemoSystem]) -> None:
+    system = next(s for s in demo_systems if s.source_id == SOURCE)
+    [drop] = system.drop_dir.iterdir()
+    text = drop.read_bytes().decode("gb18030")
+    with pytest.raises(UnicodeDecodeError):
+        drop.read_bytes().decode("utf-8")
+    header, *lines = text.splitlines()
+    assert header.startswith("ent_id,credit_code,name,") and len(lines) == system.rows
+    assert ",存续," in text and "有限公司" in text
 
 
 def test_csv_drops_load_once_and_bad_files_are_reported(
@@ -51,8 +54,8 @@ def test_csv_drops_load_once_and_bad_files_are_reported(
 ) -> None:
     drop = tmp_path / "drop"
     drop.mkdir()
-    monkeypatch.setenv("AIRFLOW_CONN_GD_BUSINESS_DB", drop.as_uri())
-    context = SyncContext(deployment=as_file_source(deployment))
+    monkeypatch.setenv("AIRFLOW_CONN_GD_BUSINESS_DROP", drop.as_uri())
+    context = SyncContext(deployment=deployment)
 
     half, last = len(enterprises) // 2, len(enterprises) - 20
     write_drop(drop / "2024-12-01.csv", enterprises[:half])

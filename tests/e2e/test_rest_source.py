@@ -13,21 +13,14 @@ from license_store.store import LicenseStore
 SOURCE = "chancheng_birth_certificates"
 
 
-def as_rest_source(deployment: Deployment) -> Deployment:
+def with_small_pages(deployment: Deployment) -> Deployment:
+    """The sample's REST source, with small pages (more requests) and quick retries."""
     data = deployment.model_dump()
     for source in data["sources"]:
         if source["id"] == SOURCE:
-            source["connector"] = {
-                "kind": "rest",
-                "options": {
-                    "path": "/api/v1/birth-certificates",
-                    "records_path": "data.items",
-                    "pagination": {"type": "page", "page_size": 100},
-                    "incremental": {"param": "updated_since", "field": "updated_at"},
-                    "schema": {"record_id": "int64"},
-                    "backoff": 0.01,
-                },
-            }
+            options = source["connector"]["options"]
+            options["pagination"]["page_size"] = 100
+            options["backoff"] = 0.01
     return Deployment.model_validate(data)
 
 
@@ -35,12 +28,12 @@ def test_rest_source_syncs_through_faults_and_incrementally(
     deployment: Deployment, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     records = demo_birth_records(persons=1500)
-    context = SyncContext(deployment=as_rest_source(deployment))
+    context = SyncContext(deployment=with_small_pages(deployment))
     with start_simulator(
         records, auth="basic", username="chancheng", password="pw-Ch4ncheng"
     ) as sim:
         monkeypatch.setenv(
-            "AIRFLOW_CONN_CHANCHENG_BIRTH_DB",
+            "AIRFLOW_CONN_CHANCHENG_BIRTH_API",
             sim.connection_url("chancheng", "pw-Ch4ncheng", auth="basic"),
         )
         sim.set_faults(rate_limited=1, retry_after="0", server_errors=2)

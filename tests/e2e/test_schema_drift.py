@@ -1,4 +1,8 @@
-"""Schema drift between runs under each policy: evolve, freeze, quarantine (real SQLite source)."""
+"""Schema drift between runs under each policy: evolve, freeze, quarantine.
+
+The business registry's department adds a column (``phone``) to the CSV files it drops; the
+files connector reads them as they come, and the source's ``schema_policy`` decides.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,8 @@ import pytest
 
 from exchange.config import Deployment
 from exchange.demo import DemoSystem
+from exchange.demo.deliveries import write_drop
+from exchange.demo.schema import spec_for
 from exchange.lake import quarantine_dir
 from exchange.state import ExchangeState, RunStatus
 from exchange.sync import RunFailed, SyncContext, sync
@@ -24,15 +30,18 @@ def with_policy(deployment: Deployment, policy: str) -> Deployment:
     return Deployment.model_validate(data)
 
 
-def add_column_and_touch_rows(systems: list[DemoSystem]) -> int:
+def drop_rows_with_a_phone(systems: list[DemoSystem], first: int = 1, count: int = 5) -> int:
+    """The department drops ``count`` changed enterprises with a new ``phone`` column."""
     system = next(s for s in systems if s.source_id == SOURCE)
     with sqlite3.connect(system.url.removeprefix("sqlite:///")) as conn:
-        conn.execute("ALTER TABLE enterprises ADD COLUMN phone TEXT")
-        conn.execute(
-            "UPDATE enterprises SET phone = '0757-8888', "
-            "updated_at = '2030-01-01 00:00:00.000000' WHERE ent_id <= 5"
-        )
-    return 5
+        conn.row_factory = sqlite3.Row
+        rows = conn.execute(
+            "SELECT * FROM enterprises WHERE ent_id >= ? AND ent_id <> 13 ORDER BY ent_id LIMIT ?",
+            (first, count),
+        ).fetchall()
+    changed = [{**dict(r), "phone": "0757-8888"} for r in rows]
+    write_drop(spec_for(SOURCE), system.drop_dir, changed, f"phone{first}")
+    return len(changed)
 
 
 def test_evolve_loads_and_records_the_drift(
@@ -41,11 +50,12 @@ def test_evolve_loads_and_records_the_drift(
     context = SyncContext(deployment=with_policy(deployment, "evolve"))
     first = sync(SOURCE, context=context)
     assert first.schema_drift is None
-    touched = add_column_and_touch_rows(demo_systems)
+    touched = drop_rows_with_a_phone(demo_systems)
     run = sync(SOURCE, context=context)
     assert run.status is RunStatus.SUCCEEDED
     assert run.schema_drift == {"added": {"phone": "string"}, "removed": {}, "retyped": {}}
-    assert run.rows_loaded >= touched and run.rows_quarantined == 0
+    assert run.rows_loaded == touched and run.rows_quarantined == 0
+    drop_rows_with_a_phone(demo_systems, first=100)
     assert sync(SOURCE, context=context).schema_drift is None  # the new schema is accepted
 
 
@@ -54,7 +64,7 @@ def test_freeze_fails_before_landing_with_the_diff(
 ) -> None:
     context = SyncContext(deployment=with_policy(deployment, "freeze"))
     first = sync(SOURCE, context=context)
-    add_column_and_touch_rows(demo_systems)
+    drop_rows_with_a_phone(demo_systems)
     with pytest.raises(
         RunFailed, match=r"schema drift under policy freeze: added phone \(string\)"
     ):
@@ -70,7 +80,7 @@ def test_quarantine_holds_every_row_of_the_drifted_run(
 ) -> None:
     context = SyncContext(deployment=with_policy(deployment, "quarantine"))
     sync(SOURCE, context=context)
-    add_column_and_touch_rows(demo_systems)
+    drop_rows_with_a_phone(demo_systems)
     run = sync(SOURCE, context=context)
     assert run.status is RunStatus.SUCCEEDED
     assert run.rows_loaded == 0 and run.rows_quarantined == run.rows_read > 0
@@ -78,7 +88,8 @@ def test_quarantine_holds_every_row_of_the_drifted_run(
     assert held.column("_govx_reasons").to_pylist()[0] == [
         "schema drift under policy quarantine: columns added phone"
     ]
-    # the drifted schema was not accepted: the next run is held too, until someone decides
+    # the drifted schema was not accepted: the next drop is held too, until someone decides
+    drop_rows_with_a_phone(demo_systems, first=100)
     assert sync(SOURCE, context=context).schema_drift is not None
 
 
@@ -91,10 +102,11 @@ def test_accepting_the_schema_lets_rows_load_again(
 
     context = SyncContext(deployment=with_policy(deployment, "quarantine"))
     sync(SOURCE, context=context)
-    add_column_and_touch_rows(demo_systems)
+    drop_rows_with_a_phone(demo_systems)
     assert sync(SOURCE, context=context).rows_loaded == 0
     result = CliRunner(env={"COLUMNS": "200"}).invoke(app, ["schema", "accept", SOURCE])
     assert result.exit_code == 0, result.output
     assert "added phone (string)" in result.output
+    drop_rows_with_a_phone(demo_systems, first=100)
     again = sync(SOURCE, context=context)
     assert again.schema_drift is None and again.rows_loaded == again.rows_read > 0
