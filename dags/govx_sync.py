@@ -1,9 +1,13 @@
 """Airflow DAG factory: one ``sync__<source_id>`` DAG per source in the deployment config.
 
 Thin by design: parsing reads only the deployment YAML (no database, no network, no heavy
-imports); each task is one call into :mod:`exchange.sync`. ``land`` extracts and lands the batch,
-``publish`` gates it, upserts the licenses and advances the cursor. Trigger with
+imports); each task is one call into :mod:`exchange.sync`. ``land`` extracts and lands the batch;
+``publish`` gates it, merges it into the curated dataset and commits it with the new cursor;
+``licenses`` derives the licenses every committed run still owes. Trigger with
 ``{"full_refresh": true}`` to re-read a source from the beginning.
+
+A source with ``deletes.snapshot_schedule`` also gets a ``snapshot__<source_id>`` DAG: the same
+tasks as a full refresh on that schedule, so keys the source no longer returns are deleted.
 """
 
 from __future__ import annotations
@@ -52,18 +56,22 @@ def failing_fast_when_terminal() -> Iterator[None]:
         raise
 
 
-def build_sync_dag(source: SourceConfig) -> DAG:
-    """The DAG that syncs one source."""
+def build_sync_dag(source: SourceConfig, *, snapshot: bool = False) -> DAG:
+    """The DAG that syncs one source (``snapshot``: the scheduled full-refresh key snapshot)."""
 
     @dag(
-        dag_id=f"sync__{source.id}",
-        description=f"Sync {source.name} into the exchange and the license library",
-        schedule=source.schedule,
+        dag_id=f"{'snapshot' if snapshot else 'sync'}__{source.id}",
+        description=(
+            f"Key snapshot of {source.name}: find rows deleted at the source"
+            if snapshot
+            else f"Sync {source.name} into the exchange and the license library"
+        ),
+        schedule=source.deletes.snapshot_schedule if snapshot else source.schedule,
         start_date=START,
         catchup=False,
         max_active_runs=1,
-        tags=["govexchange", "sync", source.department],
-        params={"full_refresh": Param(False, type="boolean", description="ignore the cursor")},
+        tags=["govexchange", "snapshot" if snapshot else "sync", source.department],
+        params={"full_refresh": Param(snapshot, type="boolean", description="ignore the cursor")},
         default_args={
             "retries": 2,
             "retry_delay": dt.timedelta(seconds=30),
@@ -92,14 +100,29 @@ def build_sync_dag(source: SourceConfig) -> DAG:
                 "rows_read": run.rows_read,
                 "rows_loaded": run.rows_loaded,
                 "rows_quarantined": run.rows_quarantined,
-                "licenses_inserted": run.licenses_inserted,
-                "licenses_updated": run.licenses_updated,
+                "rows_new": run.rows_new,
+                "rows_changed": run.rows_changed,
+                "rows_deleted": run.rows_deleted,
             }
 
-        publish(land())
+        @task
+        def licenses(committed: dict) -> dict:
+            from exchange.sync import publish_licenses
+
+            with failing_fast_when_terminal():
+                runs = publish_licenses(source.id, context=context())
+            return {
+                "runs": [r.run_id for r in runs],
+                "licenses_inserted": sum(r.licenses_inserted or 0 for r in runs),
+                "licenses_updated": sum(r.licenses_updated or 0 for r in runs),
+            }
+
+        licenses(publish(land()))
 
     return sync_source()
 
 
 for _source in load_deployment(CONFIG_DIR).sources:
     globals()[f"sync__{_source.id}"] = build_sync_dag(_source)
+    if _source.deletes.snapshot_schedule:
+        globals()[f"snapshot__{_source.id}"] = build_sync_dag(_source, snapshot=True)

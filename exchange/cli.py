@@ -13,12 +13,17 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich import box
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:
+    import datetime as dt
+
+    from exchange.state import RunRecord
 
 app = typer.Typer(
     name="govx",
@@ -31,7 +36,12 @@ app = typer.Typer(
 config_app = typer.Typer(help="Check the deployment configuration.", no_args_is_help=True)
 db_app = typer.Typer(help="Manage the exchange and license databases.", no_args_is_help=True)
 schema_app = typer.Typer(help="Review a source's schema drift.", no_args_is_help=True)
+datasets_app = typer.Typer(
+    help="Query the curated datasets: now or as the exchange knew them at a past instant.",
+    no_args_is_help=True,
+)
 app.add_typer(config_app, name="config")
+app.add_typer(datasets_app, name="datasets")
 app.add_typer(schema_app, name="schema")
 app.add_typer(db_app, name="db")
 
@@ -125,7 +135,7 @@ def db_upgrade() -> None:
 def _run_with_progress(source_id: str, full_refresh: bool):
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from exchange.sync import SyncContext, land, publish
+    from exchange.sync import SyncContext, land, publish, publish_licenses
 
     context = SyncContext(deployment=_deployment())
     with Progress(
@@ -145,10 +155,13 @@ def _run_with_progress(source_id: str, full_refresh: bool):
             on_rows=lambda n: progress.advance(task, n),
         )
         progress.update(task, total=landed.rows_read, completed=landed.rows_read)
-        gate = progress.add_task(f"{source_id}: gate + publish", total=landed.rows_read or None)
-        run = publish(landed.run_id, context=context, on_rows=lambda n: progress.advance(gate, n))
+        gate = progress.add_task(f"{source_id}: gate + merge", total=landed.rows_read or None)
+        publish(landed.run_id, context=context, on_rows=lambda n: progress.advance(gate, n))
         progress.update(gate, completed=landed.rows_read)
-    return run
+        derive = progress.add_task(f"{source_id}: licenses", total=None)
+        publish_licenses(source_id, context=context)
+        progress.update(derive, total=1, completed=1)
+    return context.get_state().run(landed.run_id)
 
 
 @app.command()
@@ -158,7 +171,11 @@ def sync(
         bool, typer.Option("--full-refresh", help="Ignore the saved cursor and read everything.")
     ] = False,
 ) -> None:
-    """Sync one source now: extract, land, gate, publish licenses, advance the cursor."""
+    """Sync one source now: extract, land, gate, merge, commit with the cursor, derive licenses.
+
+    A run that dies before its commit is re-done from the old cursor; licenses a committed run
+    still owes are derived first.
+    """
     from exchange.sync import RunFailed
 
     deployment = _deployment()
@@ -174,7 +191,14 @@ def sync(
 
 
 WIDE_TERMINAL = 140
-NUMBER_COLUMNS = ("read", "loaded", "held", "new", "upd", "s")
+NUMBER_COLUMNS = ("read", "loaded", "held", "vers", "new", "upd", "s")
+
+
+def _status_text(run: RunRecord) -> str:
+    """``ok``; ``owed`` when the run committed but its licenses are not derived yet."""
+    if run.status.value != "succeeded":
+        return run.status.value
+    return "ok" if run.licenses_published_at is not None else "owed"
 
 
 def _runs_table(runs: list, title: str) -> Table:
@@ -184,7 +208,8 @@ def _runs_table(runs: list, title: str) -> Table:
     columns += ["cursor after"] if wide else []
     table = Table(
         title=title,
-        caption="rows read, loaded, held (quarantined); licenses new and updated (upd); seconds",
+        caption="rows read, loaded, held (quarantined); curated row versions written (vers); "
+        "licenses new and updated (upd); seconds",
         box=box.SIMPLE_HEAD,
         pad_edge=False,
         collapse_padding=True,
@@ -197,17 +222,23 @@ def _runs_table(runs: list, title: str) -> Table:
             min_width=len(column),
         )
     for run in runs:
+        versions = (
+            None
+            if run.rows_new is None
+            else run.rows_new + (run.rows_changed or 0) + (run.rows_deleted or 0)
+        )
         counts = (
             run.rows_read,
             run.rows_loaded,
             run.rows_quarantined,
+            versions,
             run.licenses_inserted,
             run.licenses_updated,
         )
         row = [
             run.source_id,
             *([run.run_id] if wide else []),
-            "ok" if run.status.value == "succeeded" else run.status.value,
+            _status_text(run),
             "full" if run.cursor_before is None else "incr",
             *((f"{v:,}" if wide else str(v)) if v is not None else "-" for v in counts),
             f"{run.duration_s:.{1 if wide else 0}f}" if run.duration_s is not None else "-",
@@ -288,6 +319,94 @@ def catalog(
         else:
             grid.add_row("fields", f"{len(entry.fields)} (--fields lists them)")
         console.print(grid, highlight=False)
+
+
+def _instant(text: str | None) -> dt.datetime | None:
+    """Parse ``--as-of``: an ISO date or date-time; without a zone it is China time (UTC+8)."""
+    import datetime as dt
+
+    if text is None:
+        return None
+    try:
+        value = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise _fail(f"--as-of: not an ISO date or date-time: {text!r}") from None
+    if len(text) == 10:  # a bare date means the end of that day
+        value = value.replace(hour=23, minute=59, second=59, microsecond=999999)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.timezone(dt.timedelta(hours=8)))
+    return value
+
+
+AS_OF_HELP = (
+    "What the exchange knew at this instant: YYYY-MM-DD (end of that day) or an ISO date-time; "
+    "China time unless a zone is given."
+)
+
+
+@datasets_app.command("list")
+def datasets_list(
+    as_of: Annotated[str | None, typer.Option("--as-of", help=AS_OF_HELP)] = None,
+) -> None:
+    """Count each curated dataset's live rows, deleted keys, row versions and committed runs."""
+    from exchange.curated import CuratedDataset
+    from exchange.state import ExchangeState
+
+    deployment = _deployment()
+    instant = _instant(as_of)
+    table = Table(
+        title="curated datasets" + (f" as of {instant.isoformat()}" if instant else ""),
+        box=box.SIMPLE_HEAD,
+    )
+    for column in ("dataset", "sources", "live", "deleted", "versions", "runs"):
+        table.add_column(column, justify="left" if column in ("dataset", "sources") else "right")
+    with ExchangeState() as state:
+        state.upgrade()
+        for entry in deployment.datasets:
+            curated = CuratedDataset(entry.id, deployment.sources, state)
+            counts = curated.summary(instant)
+            table.add_row(
+                entry.id,
+                ", ".join(s.id for s in curated.sources) or "-",
+                *(f"{counts[k]:,}" for k in ("live", "deleted", "versions", "runs")),
+            )
+    console.print(table)
+
+
+@datasets_app.command("export")
+def datasets_export(
+    dataset_id: Annotated[str, typer.Argument(help="Dataset id from datasets.yaml.")],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="File to write: .parquet or .csv (UTF-8).")
+    ],
+    as_of: Annotated[str | None, typer.Option("--as-of", help=AS_OF_HELP)] = None,
+) -> None:
+    """Write a dataset's live rows (now, or as of an instant) to a file.
+
+    The rows hold personal data, so they go to a file, never to the terminal; the bookkeeping
+    columns (_govx_key, _govx_op, _govx_run_id, _govx_source_id ...) say where each row came from.
+    """
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    from exchange.curated import CuratedDataset
+    from exchange.state import ExchangeState
+
+    deployment = _deployment()
+    if dataset_id not in {d.id for d in deployment.datasets}:
+        known = ", ".join(d.id for d in deployment.datasets)
+        raise _fail(f"unknown dataset {dataset_id!r}; configured: {known}")
+    if out.suffix not in (".parquet", ".csv"):
+        raise _fail(f"--out: give a .parquet or .csv file, not {out.name!r}")
+    with ExchangeState() as state:
+        state.upgrade()
+        rows = CuratedDataset(dataset_id, deployment.sources, state).rows(_instant(as_of))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".parquet":
+        pq.write_table(rows, out, compression="zstd")
+    else:
+        pacsv.write_csv(rows, out)
+    console.print(f"{rows.num_rows:,} rows of {dataset_id} written to {out}")
 
 
 @app.command()

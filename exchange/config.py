@@ -34,12 +34,14 @@ __all__ = [
     "ConfigError",
     "ConnectorConfig",
     "DatasetConfig",
+    "DeletesConfig",
     "Department",
     "Deployment",
     "LicenseMapping",
     "LicenseType",
     "Material",
     "Matter",
+    "SoftDelete",
     "SourceConfig",
     "Validity",
     "load_deployment",
@@ -203,6 +205,60 @@ class LicenseMapping(_Model):
         return set(named) | set(self.face.values())
 
 
+class SoftDelete(_Model):
+    """A column whose value marks a row the department has deleted (logically)."""
+
+    column: str
+    values: tuple[str, ...] = Field(
+        min_length=1, description="values (compared as trimmed text) that mean deleted"
+    )
+
+
+class DeletesConfig(_Model):
+    """How deletions in a department system reach the exchange."""
+
+    soft_delete: SoftDelete | None = Field(
+        default=None, description="a flag column: a flagged row deletes its key"
+    )
+    key_snapshot: bool = Field(
+        default=False,
+        description="on a full-refresh run, keys the exchange holds but the source no longer "
+        "returns are deleted (hard deletes)",
+    )
+    snapshot_schedule: str | None = Field(
+        default=None, description="cron or preset for a scheduled full-refresh snapshot run"
+    )
+    max_delete_fraction: float = Field(
+        default=0.2,
+        gt=0,
+        le=1,
+        description="a snapshot that would delete more than this share of the live keys fails "
+        "instead (a truncated extract must not wipe a dataset)",
+    )
+
+    @field_validator("snapshot_schedule")
+    @classmethod
+    def _schedule(cls, value: str | None) -> str | None:
+        return _check_schedule(value)
+
+    @model_validator(mode="after")
+    def _snapshot_needs_flag(self) -> DeletesConfig:
+        if self.snapshot_schedule and not self.key_snapshot:
+            raise ValueError("snapshot_schedule needs key_snapshot: true")
+        return self
+
+
+def _check_schedule(value: str | None) -> str | None:
+    if value is None or value in SCHEDULE_PRESETS:
+        return value
+    from croniter import croniter  # Airflow's own cron parser
+
+    if not croniter.is_valid(value):
+        presets = ", ".join(SCHEDULE_PRESETS)
+        raise ValueError(f"not a cron expression or one of {presets}: {value!r}")
+    return value
+
+
 class SourceConfig(_Model):
     """A department system the exchange pulls from."""
 
@@ -227,19 +283,13 @@ class SourceConfig(_Model):
         description="what a run whose columns changed does: load (evolve), fail (freeze) or "
         "hold every row (quarantine)",
     )
+    deletes: DeletesConfig = Field(default_factory=DeletesConfig)
     licenses: tuple[LicenseMapping, ...] = ()
 
     @field_validator("schedule")
     @classmethod
     def _schedule(cls, value: str | None) -> str | None:
-        if value is None or value in SCHEDULE_PRESETS:
-            return value
-        from croniter import croniter  # Airflow's own cron parser
-
-        if not croniter.is_valid(value):
-            presets = ", ".join(SCHEDULE_PRESETS)
-            raise ValueError(f"not a cron expression or one of {presets}: {value!r}")
-        return value
+        return _check_schedule(value)
 
 
 class Material(_Model):

@@ -38,7 +38,9 @@ class LicenseDeriver:
             (m, deployment.license_type_by_id[m.type]) for m in source.licenses
         ]
 
-    def _record(self, row: dict, mapping: LicenseMapping, ltype: LicenseType) -> LicenseRecord:
+    def _record(
+        self, row: dict, mapping: LicenseMapping, ltype: LicenseType, revoked: bool = False
+    ) -> LicenseRecord:
         kind = ltype.holder_kind
         holder_id = normalise_id(row[mapping.holder_id])  # validated by the quality gate
         issue_date = to_date(row[mapping.issue_date])
@@ -52,9 +54,12 @@ class LicenseDeriver:
             valid_from, valid_to = issue_date, add_years(issue_date, ltype.validity.years or 0)
         else:
             valid_from, valid_to = issue_date, None
-        status = (
-            mapping.status_values[_text(row.get(mapping.status))] if mapping.status else "valid"
-        )
+        if revoked:
+            status = "revoked"
+        elif mapping.status:
+            status = mapping.status_values[_text(row.get(mapping.status))]
+        else:
+            status = "valid"
         face = {
             name: _text(row.get(column))
             for name, column in mapping.face.items()
@@ -79,9 +84,15 @@ class LicenseDeriver:
             run_id=self.run_id,
         )
 
-    def records(self, table: pa.Table) -> Iterator[LicenseRecord]:
-        """One record per row and mapping that applies to it (see :func:`quality.gate.applies`)."""
+    def records(
+        self, table: pa.Table | pa.RecordBatch, *, revoked: bool = False
+    ) -> Iterator[LicenseRecord]:
+        """One record per row and mapping that applies to it (see :func:`quality.gate.applies`).
+
+        ``revoked`` marks rows the department deleted: their licenses are revoked, not dropped,
+        so an intake window sees that the certificate no longer stands.
+        """
         for row in table.to_pylist():
             for mapping, ltype in self.mappings:
                 if applies(mapping, row):
-                    yield self._record(row, mapping, ltype)
+                    yield self._record(row, mapping, ltype, revoked)

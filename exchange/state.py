@@ -1,9 +1,13 @@
 """Sync runs and source cursors: the exchange's memory of what it has pulled and how far.
 
-A run goes ``running`` -> ``landed`` (its batch is in the lake) -> ``succeeded`` (licenses
-published, cursor advanced) or ``failed``. The cursor of a source only moves in the same
-transaction that marks its run succeeded, so a run killed at any point is simply re-done from the
-old cursor (the license upsert is idempotent: unchanged content writes nothing).
+A run goes ``running`` -> ``landed`` (its batch is in the lake) -> ``succeeded`` (committed) or
+``failed``. Committing is one transaction: the run record, the new cursor, and the run's curated
+row versions file and quarantine file (written beforehand under names nothing reads until this
+row points at them). A run killed before it is simply re-done from the old cursor.
+
+License derivation follows the commit: ``licenses_published_at`` stays empty until the run's
+row versions are in the license library, and :meth:`ExchangeState.pending_license_runs` lists
+the runs still owed (the license upsert is idempotent, so doing one twice writes nothing).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import uuid
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +24,7 @@ import sqlalchemy as sa
 from exchange.db import begin_write, make_engine
 from exchange.migrations import MIGRATIONS
 
-__all__ = ["ExchangeState", "RunRecord", "RunStatus", "metadata", "new_run_id"]
+__all__ = ["ExchangeState", "RunNotLanded", "RunRecord", "RunStatus", "metadata", "new_run_id"]
 
 metadata = sa.MetaData()
 
@@ -45,6 +50,13 @@ sync_runs = sa.Table(
     sa.Column("error", sa.Text),
     sa.Column("schema_drift", sa.JSON),
     sa.Column("source_report", sa.JSON),
+    sa.Column("curated_path", sa.Text),
+    sa.Column("quarantine_path", sa.Text),
+    sa.Column("rows_new", sa.Integer),
+    sa.Column("rows_changed", sa.Integer),
+    sa.Column("rows_deleted", sa.Integer),
+    sa.Column("rows_unchanged", sa.Integer),
+    sa.Column("licenses_published_at", sa.DateTime(timezone=True)),
     sa.Index("ix_sync_runs_source_started", "source_id", "started_at"),
 )
 
@@ -57,6 +69,10 @@ source_cursors = sa.Table(
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("accepted_schema", sa.JSON),
 )
+
+
+class RunNotLanded(RuntimeError):
+    """A commit found its run no longer ``landed``: another attempt finished it first."""
 
 
 class RunStatus(enum.StrEnum):
@@ -89,6 +105,13 @@ class RunRecord:
     error: str | None
     schema_drift: dict | None = None
     source_report: list[dict] | None = None
+    curated_path: str | None = None
+    quarantine_path: str | None = None
+    rows_new: int | None = None
+    rows_changed: int | None = None
+    rows_deleted: int | None = None
+    rows_unchanged: int | None = None
+    licenses_published_at: dt.datetime | None = None
 
     @property
     def duration_s(self) -> float | None:
@@ -109,7 +132,7 @@ def new_run_id() -> str:
 
 def _record(row: sa.Row) -> RunRecord:
     data = dict(row._mapping)
-    for key in ("started_at", "landed_at", "finished_at"):
+    for key in ("started_at", "landed_at", "finished_at", "licenses_published_at"):
         value = data[key]
         if value is not None and value.tzinfo is None:  # SQLite drops the zone; we store UTC
             data[key] = value.replace(tzinfo=dt.UTC)
@@ -211,32 +234,44 @@ class ExchangeState:
         *,
         rows_loaded: int,
         rows_quarantined: int,
-        inserted: int,
-        updated: int,
-        unchanged: int,
+        changes: Mapping[str, int],
+        curated_path: str | None,
+        quarantine_path: str | None,
         accepted_schema: list[dict[str, str]] | None = None,
     ) -> RunRecord:
-        """Mark a landed run succeeded and advance its source's cursor, in one transaction.
+        """Commit a landed run: succeeded, its files part of the lake, its source's cursor moved.
 
-        ``accepted_schema`` (the run's columns, when its rows were accepted) becomes the schema
-        the next run is compared with; ``None`` keeps the previous one.
+        One transaction. ``changes`` counts the curated row versions (``new``, ``changed``,
+        ``deleted``, ``unchanged``); ``curated_path`` and ``quarantine_path`` are the files the
+        run wrote (``None`` when it had nothing to write). ``accepted_schema`` (the run's
+        columns, when its rows were accepted) becomes the schema the next run is compared with;
+        ``None`` keeps the previous one. Refused if the run is no longer ``landed`` (another
+        attempt committed or failed it meanwhile).
         """
         now = _now()
         with begin_write(self.engine) as conn:
-            conn.execute(
+            committed = conn.execute(
                 sync_runs.update()
-                .where(sync_runs.c.run_id == run.run_id)
+                .where(
+                    sync_runs.c.run_id == run.run_id,
+                    sync_runs.c.status == RunStatus.LANDED.value,
+                )
                 .values(
                     status=RunStatus.SUCCEEDED.value,
                     finished_at=now,
                     rows_loaded=rows_loaded,
                     rows_quarantined=rows_quarantined,
-                    licenses_inserted=inserted,
-                    licenses_updated=updated,
-                    licenses_unchanged=unchanged,
+                    rows_new=changes.get("new", 0),
+                    rows_changed=changes.get("changed", 0),
+                    rows_deleted=changes.get("deleted", 0),
+                    rows_unchanged=changes.get("unchanged", 0),
+                    curated_path=curated_path,
+                    quarantine_path=quarantine_path,
                     error=None,
                 )
-            )
+            ).rowcount
+            if not committed:
+                raise RunNotLanded(f"run {run.run_id} is no longer landed; nothing committed")
             values = {"cursor_value": run.cursor_after, "run_id": run.run_id, "updated_at": now}
             if accepted_schema is not None:
                 values["accepted_schema"] = accepted_schema
@@ -248,6 +283,56 @@ class ExchangeState:
             if not moved:
                 conn.execute(source_cursors.insert().values(source_id=run.source_id, **values))
         return self.run(run.run_id)
+
+    def pending_license_runs(self, source_id: str) -> list[RunRecord]:
+        """Committed runs of a source whose licenses are not yet published, oldest first."""
+        query = (
+            sa.select(sync_runs)
+            .where(
+                sync_runs.c.source_id == source_id,
+                sync_runs.c.status == RunStatus.SUCCEEDED.value,
+                sync_runs.c.licenses_published_at.is_(None),
+            )
+            .order_by(sync_runs.c.run_id)
+        )
+        with self.engine.connect() as conn:
+            return [_record(row) for row in conn.execute(query)]
+
+    def mark_licenses_published(
+        self, run_id: str, *, inserted: int, updated: int, unchanged: int
+    ) -> RunRecord:
+        """Record that a committed run's row versions are in the license library."""
+        self._update(
+            run_id,
+            licenses_published_at=_now(),
+            error=None,
+            licenses_inserted=inserted,
+            licenses_updated=updated,
+            licenses_unchanged=unchanged,
+        )
+        return self.run(run_id)
+
+    def committed_versions(
+        self, source_ids: Iterable[str], until: dt.datetime | None = None
+    ) -> list[RunRecord]:
+        """Succeeded runs of the sources that committed a row versions file, in commit order.
+
+        ``until`` keeps only the runs committed at or before that instant (what the exchange
+        knew then).
+        """
+        query = (
+            sa.select(sync_runs)
+            .where(
+                sync_runs.c.source_id.in_(list(source_ids)),
+                sync_runs.c.status == RunStatus.SUCCEEDED.value,
+                sync_runs.c.curated_path.is_not(None),
+            )
+            .order_by(sync_runs.c.run_id)
+        )
+        if until is not None:
+            query = query.where(sync_runs.c.finished_at <= until)
+        with self.engine.connect() as conn:
+            return [_record(row) for row in conn.execute(query)]
 
     def record_error(self, run_id: str, error: str) -> None:
         """Note why an attempt failed without ending the run (it can be attempted again)."""

@@ -1,15 +1,19 @@
-"""Sync runs: pull a source through its connector, land it, gate it, publish its licenses.
+"""Sync runs: pull a source through its connector, land it, gate and merge it, derive licenses.
 
-A run has two steps, which Airflow runs as two tasks and ``govx sync`` runs back to back:
+A run has three steps, which Airflow runs as three tasks and ``govx sync`` runs back to back:
 
 1. :func:`land` -- extract from the department system (incrementally from the saved cursor, or in
    full) and write the batch to the lake (Parquet + manifest). The cursor does not move yet.
-2. :func:`publish` -- read the landed batch, split it through the quality gate, upsert the
-   licenses in one store transaction, keep held rows in the quarantine, then mark the run
-   succeeded and advance the cursor in one state transaction.
+2. :func:`publish` -- read the landed batch, split it through the quality gate, merge the rows
+   that passed into the source's curated dataset (:mod:`exchange.curated`: only the row versions
+   that changed are written) and keep held rows in the quarantine; then one state transaction
+   commits the run: its record, its curated and quarantine files, and the new cursor.
+3. :func:`publish_licenses` -- turn every committed run's row versions that the license library
+   has not seen yet into licenses (deletions revoke them), oldest run first.
 
-A run that dies anywhere is re-done from the old cursor; re-publishing unchanged content writes
-nothing (the store compares content hashes), so no row is lost or duplicated.
+A run that dies before its commit is re-done from the old cursor; one that dies after it has
+its licenses derived by the next step that runs for the source. Merging compares content hashes
+and the license upsert is idempotent, so no row is lost or duplicated.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
@@ -28,9 +33,14 @@ from exchange.config import Deployment, SourceConfig, load_deployment
 from exchange.lake import LandingWriter, landed_batches, read_manifest, write_quarantine
 from exchange.schema_drift import SchemaDrift, SchemaDriftError, compare_schemas
 from exchange.standards.holder_ids import mask_ids_in_text
-from exchange.state import ExchangeState, RunRecord, RunStatus
+from exchange.state import ExchangeState, RunNotLanded, RunRecord, RunStatus
 
-__all__ = ["RunFailed", "SyncContext", "land", "publish", "sync"]
+__all__ = ["RunFailed", "SyncContext", "land", "publish", "publish_licenses", "sync"]
+
+if TYPE_CHECKING:
+    from exchange.curated import RunMerge
+    from exchange.derive import LicenseDeriver
+    from license_store.records import LicenseRecord
 
 log = logging.getLogger("govexchange.sync")
 
@@ -58,9 +68,12 @@ class RunFailed(RuntimeError):
 
 def _is_terminal(exc: BaseException) -> bool:
     from connectors.errors import TerminalError
+    from exchange.curated import SnapshotRefused
     from quality.gate import MissingColumns
 
-    return isinstance(exc, TerminalError | MissingColumns | SchemaDriftError | KeyError)
+    return isinstance(
+        exc, TerminalError | MissingColumns | SchemaDriftError | SnapshotRefused | KeyError
+    )
 
 
 @dataclass
@@ -238,27 +251,27 @@ def _held_for_drift(run: RunRecord, source: SourceConfig) -> str | None:
     )
 
 
-def _gated_records(
+def _gate_into(
+    merge: RunMerge,
     run: RunRecord,
     source: SourceConfig,
     deployment: Deployment,
     counts: dict[str, int],
     held: list[pa.Table],
     on_rows: ProgressCallback | None,
-) -> Iterator:
-    from exchange.derive import LicenseDeriver
+) -> None:
+    """Split every landed batch: passed rows are staged for the merge, held rows kept aside."""
     from quality.gate import RowGate
 
     gate = RowGate(source, deployment)
-    deriver = LicenseDeriver(source, deployment, run.run_id)
     hold_all = _held_for_drift(run, source)
     for batch in landed_batches(Path(run.landing_path or "")):
         result = gate.hold(batch, hold_all) if hold_all else gate.split(batch)
         counts["loaded"] += result.passed.num_rows
         counts["quarantined"] += result.quarantined.num_rows
+        merge.add(result.passed)
         if result.quarantined.num_rows:
             held.append(result.quarantined)
-        yield from deriver.records(result.passed)
         if on_rows:
             on_rows(batch.num_rows)
 
@@ -269,12 +282,19 @@ def publish(
     context: SyncContext | None = None,
     on_rows: ProgressCallback | None = None,
 ) -> RunRecord:
-    """Gate a landed run, upsert its licenses, quarantine held rows, advance the cursor."""
-    from license_store.store import LicenseStore
+    """Gate a landed run, merge it into its curated dataset, and commit it with its cursor.
+
+    Publishing a run that is already committed (a retried task whose first attempt got as far
+    as the commit) returns it unchanged.
+    """
+    from exchange.curated import RunMerge
 
     context = context or SyncContext()
     state = context.get_state()
     run = state.run(run_id)
+    if run.status is RunStatus.SUCCEEDED:
+        log.info("run %s of %s is already committed", run_id, run.source_id)
+        return run
     if run.status is not RunStatus.LANDED:
         raise RunFailed(
             run.source_id, run_id, f"cannot publish a run that is {run.status.value}", terminal=True
@@ -287,37 +307,42 @@ def publish(
     source = deployment.source(run.source_id)
     counts = {"loaded": 0, "quarantined": 0}
     held: list[pa.Table] = []
+    merge: RunMerge | None = None
     try:
-        manifest = read_manifest(Path(run.landing_path or ""))
-        with LicenseStore(context.store_url) as store:
-            store.upgrade()
-            result = store.upsert(_gated_records(run, source, deployment, counts, held, on_rows))
+        landing = Path(run.landing_path or "")
+        manifest = read_manifest(landing)
+        merge = RunMerge(source, run, state.committed_versions([source.id]))
+        _gate_into(merge, run, source, deployment, counts, held, on_rows)
         if counts["loaded"] + counts["quarantined"] != manifest.rows:
             raise RuntimeError(
                 f"row accounting broken: {manifest.rows} landed, {counts['loaded']} loaded, "
                 f"{counts['quarantined']} quarantined"
             )
-        if held:
-            path = write_quarantine(run.source_id, run_id, pa.concat_tables(held))
-            log.warning(
-                "run %s of %s quarantined %d rows: %s",
-                run_id,
-                run.source_id,
-                counts["quarantined"],
-                path,
-            )
+        merged = merge.finish([landing / name for name in manifest.files])
+        quarantine = (
+            write_quarantine(run.source_id, run_id, pa.concat_tables(held)) if held else None
+        )
         finished = state.finish_run(
             run,
             rows_loaded=counts["loaded"],
             rows_quarantined=counts["quarantined"],
-            inserted=result.inserted,
-            updated=result.updated,
-            unchanged=result.unchanged,
+            changes=merged.changes,
+            curated_path=str(merged.path) if merged.path else None,
+            quarantine_path=str(quarantine) if quarantine else None,
             accepted_schema=None
             if _held_for_drift(run, source) or not manifest.rows
             else manifest.schema,
         )
+    except RunNotLanded:
+        current = state.run(run_id)
+        if current.status is RunStatus.SUCCEEDED:
+            return current
+        raise RunFailed(
+            run.source_id, run_id, f"run became {current.status.value} meanwhile", terminal=True
+        ) from None
     except Exception as exc:
+        if merge is not None:
+            merge.discard_staging()
         reason = _reason(exc)
         terminal = _is_terminal(exc)
         if terminal:
@@ -326,19 +351,95 @@ def publish(
             state.record_error(run_id, reason)
         log.error("run %s of %s failed while publishing: %s", run_id, run.source_id, reason)
         raise RunFailed(run.source_id, run_id, reason, terminal=terminal) from None
+    if quarantine is not None:
+        log.warning(
+            "run %s of %s quarantined %d rows: %s",
+            run_id,
+            run.source_id,
+            counts["quarantined"],
+            quarantine,
+        )
+    changes = merged.changes
     log.info(
-        "run %s of %s succeeded: %d rows read, %d loaded, %d quarantined; "
-        "licenses %d new, %d updated, %d unchanged",
+        "run %s of %s committed: %d rows read, %d loaded, %d quarantined; "
+        "curated rows %d new, %d changed, %d deleted, %d unchanged",
         run_id,
         run.source_id,
         manifest.rows,
         counts["loaded"],
         counts["quarantined"],
-        result.inserted,
-        result.updated,
-        result.unchanged,
+        changes["new"],
+        changes["changed"],
+        changes["deleted"],
+        changes["unchanged"],
     )
     return finished
+
+
+def _version_records(run: RunRecord, deriver: LicenseDeriver) -> Iterator[LicenseRecord]:
+    """The license records of a committed run's row versions; deleted rows revoke theirs."""
+    import pyarrow.compute as pc
+
+    from exchange.curated import DELETE, OP, version_batches
+
+    if not run.curated_path:
+        return
+    for batch in version_batches(run.curated_path):
+        deleted = pc.equal(batch.column(OP), DELETE)
+        yield from deriver.records(batch.filter(pc.invert(deleted)))
+        yield from deriver.records(batch.filter(deleted), revoked=True)
+
+
+def publish_licenses(source_id: str, *, context: SyncContext | None = None) -> list[RunRecord]:
+    """Derive the licenses of every committed run of the source not yet in the library.
+
+    Oldest run first, one store transaction per run; returns the runs it published. A failure
+    leaves the run owed (its error says so) and the next call starts from it again.
+    """
+    from exchange.derive import LicenseDeriver
+    from license_store.store import LicenseStore
+
+    context = context or SyncContext()
+    state = context.get_state()
+    pending = state.pending_license_runs(source_id)
+    if not pending:
+        return []
+    deployment = context.get_deployment()
+    source = deployment.source(source_id)
+    published: list[RunRecord] = []
+    with LicenseStore(context.store_url) as store:
+        store.upgrade()
+        for run in pending:
+            try:
+                deriver = LicenseDeriver(source, deployment, run.run_id)
+                result = store.upsert(_version_records(run, deriver))
+            except Exception as exc:
+                reason = _reason(exc)
+                state.record_error(run.run_id, f"licenses not published yet: {reason}")
+                log.error("run %s of %s: licenses not published: %s", run.run_id, source_id, reason)
+                raise RunFailed(
+                    source_id,
+                    run.run_id,
+                    f"publishing licenses: {reason}",
+                    terminal=_is_terminal(exc),
+                ) from None
+            published.append(
+                state.mark_licenses_published(
+                    run.run_id,
+                    inserted=result.inserted,
+                    updated=result.updated,
+                    unchanged=result.unchanged,
+                )
+            )
+            log.info(
+                "run %s of %s published licenses: %d new, %d updated, %d unchanged",
+                run.run_id,
+                source_id,
+                result.inserted,
+                result.updated,
+                result.unchanged,
+            )
+    return published
 
 
 def sync(
@@ -348,7 +449,12 @@ def sync(
     context: SyncContext | None = None,
     on_rows: ProgressCallback | None = None,
 ) -> RunRecord:
-    """Land and publish one run of a source (what ``govx sync`` does)."""
+    """Land, publish and derive the licenses of one run of a source (what ``govx sync`` does).
+
+    Licenses owed by earlier committed runs of the source are published first.
+    """
     context = context or SyncContext()
     landed = land(source_id, full_refresh=full_refresh, context=context, on_rows=on_rows)
-    return publish(landed.run_id, context=context)
+    publish(landed.run_id, context=context)
+    publish_licenses(source_id, context=context)
+    return context.get_state().run(landed.run_id)

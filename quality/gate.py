@@ -53,7 +53,7 @@ def applies(mapping: LicenseMapping, row: dict) -> bool:
 
 
 class MissingColumns(ValueError):
-    """The batch lacks columns the license mappings read: a contract break, not bad rows."""
+    """The batch lacks its primary key or columns the license mappings read: a contract break."""
 
 
 @dataclass(frozen=True)
@@ -77,9 +77,7 @@ class RowGate:
             (mapping, deployment.license_type_by_id[mapping.type].holder_kind)
             for mapping in source.licenses
         ]
-        self.columns = (
-            set().union(*(m.columns() for m in source.licenses)) if source.licenses else set()
-        )
+        self.columns = set(source.primary_key).union(*(m.columns() for m in source.licenses))
 
     def _mapping_reasons(self, row: dict, mapping: LicenseMapping, kind: HolderKind) -> list[str]:
         reasons = []
@@ -126,8 +124,12 @@ class RowGate:
         return reasons
 
     def check_row(self, row: dict) -> list[str]:
-        """Every reason the row cannot become licenses (empty: it passes)."""
-        reasons: list[str] = []
+        """Every reason the row cannot be loaded or become licenses (empty: it passes)."""
+        reasons = [
+            f"{column}: primary key missing"
+            for column in self.source.primary_key
+            if _blank(row.get(column))
+        ]
         for mapping, kind in self.rules:
             if not applies(mapping, row):
                 continue
@@ -150,8 +152,8 @@ class RowGate:
         missing = sorted(self.columns - set(table.column_names))
         if missing:
             raise MissingColumns(
-                f"source {self.source.id}: columns {', '.join(missing)} are mapped to licenses "
-                "but missing from the extracted data"
+                f"source {self.source.id}: columns {', '.join(missing)} are the primary key or "
+                "mapped to licenses but missing from the extracted data"
             )
         rows = table.select(sorted(self.columns)).to_pylist()
         keep: list[bool] = []

@@ -29,7 +29,7 @@ def test_dagbag_has_one_sync_dag_per_source_and_no_import_errors(airflow_db: Pat
     assert set(bag.dag_ids) == {f"sync__{s.id}" for s in sources}
     for source in sources:
         dag = bag.dags[f"sync__{source.id}"]
-        assert [t.task_id for t in dag.topological_sort()] == ["land", "publish"]
+        assert [t.task_id for t in dag.topological_sort()] == ["land", "publish", "licenses"]
         assert dag.max_active_runs == 1
         assert dag.params["full_refresh"] is False
         assert source.department in dag.tags

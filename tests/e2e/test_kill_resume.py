@@ -1,8 +1,8 @@
 """SIGKILL a real ``govx sync`` process at random points, resume, and compare with a clean run.
 
-A run may die before landing, mid-landing, during the license upsert or just before its commit;
-started again, the license store must end row for row where a clean run ends: nothing lost,
-nothing duplicated, no version bumped by the crash.
+A run may die before landing, mid-landing, while merging, around its commit or while its
+licenses are derived; started again, the curated dataset and the license store must end row for
+row where a clean run ends: nothing lost, nothing duplicated, no version bumped by the crash.
 """
 
 from __future__ import annotations
@@ -18,7 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from exchange.config import load_deployment
+from exchange.curated import CuratedDataset
 from exchange.demo import connection_env, generate_department_systems
+from exchange.state import ExchangeState
 
 REPO = Path(__file__).resolve().parents[2]
 GOVX = str(Path(sys.executable).with_name("govx"))
@@ -32,6 +35,15 @@ def licenses(home: Path) -> list[tuple]:
             "SELECT type_code, holder_id, number, version, content_hash, license_id, status "
             "FROM licenses ORDER BY type_code, holder_id, number"
         ).fetchall()
+
+
+def curated(home: Path) -> tuple[list[dict], dict[str, int]]:
+    """The live curated rows (run ids aside: they differ between trials) and the counts."""
+    sources = load_deployment(REPO / "config").sources
+    with ExchangeState(f"sqlite:///{home / 'exchange.db'}") as state:
+        dataset = CuratedDataset("household_registry", sources, state, lake=home / "lake")
+        rows = dataset.rows().drop_columns(["_govx_run_id"]).to_pylist()
+        return rows, dataset.summary()
 
 
 def run_sync(env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -57,6 +69,8 @@ def test_killed_syncs_resume_to_the_clean_result(
     assert clean.returncode == 0, clean.stderr[-2000:]
     expected = licenses(clean_home)
     assert len(expected) > 5_000
+    expected_rows, expected_counts = curated(clean_home)
+    assert expected_counts["live"] == expected_counts["versions"] == len(expected_rows) > 2_500
 
     rng = random.Random(20161)
     killed = 0
@@ -77,5 +91,8 @@ def test_killed_syncs_resume_to_the_clean_result(
         process.wait(timeout=60)
         resumed = run_sync(env)
         assert resumed.returncode == 0, resumed.stderr[-2000:]
-        assert licenses(home) == expected, f"trial {trial} differs from the clean run"
+        assert licenses(home) == expected, f"trial {trial}: licenses differ from the clean run"
+        rows, counts = curated(home)
+        assert counts["versions"] == expected_counts["versions"], f"trial {trial}: versions"
+        assert rows == expected_rows, f"trial {trial}: curated rows differ from the clean run"
     assert killed >= TRIALS // 2, "most trials must really kill the sync mid-way"

@@ -15,9 +15,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from exchange.config import Deployment
+from exchange.curated import CuratedDataset, RunMerge, curated_dir
 from exchange.demo import DemoSystem, dirty_rows, sample_applicant, simulate_changes
 from exchange.state import ExchangeState, RunStatus
-from exchange.sync import RunFailed, SyncContext, land, publish, sync
+from exchange.sync import RunFailed, SyncContext, land, publish, publish_licenses, sync
 from license_store.api import create_app
 from license_store.errors import StoreUnavailable
 from license_store.store import LicenseStore
@@ -121,8 +122,13 @@ def test_full_refresh_rereads_everything_and_changes_nothing(
     )
     assert refresh.cursor_before is None
     assert refresh.rows_read == first.rows_read
+    # the curated dataset already holds every row as it is: no new version, nothing to derive
+    assert (refresh.rows_new, refresh.rows_changed, refresh.rows_deleted) == (0, 0, 0)
+    assert refresh.rows_unchanged == first.rows_new == first.rows_loaded
+    assert refresh.curated_path is None
     assert (refresh.licenses_inserted, refresh.licenses_updated) == (0, 0)
-    assert refresh.licenses_unchanged == first.licenses_inserted
+    with LicenseStore() as store:
+        assert store.count() == first.licenses_inserted
 
 
 def test_a_run_that_dies_before_committing_is_redone_without_duplicates(
@@ -133,7 +139,7 @@ def test_a_run_that_dies_before_committing_is_redone_without_duplicates(
     landed = land(source_id, context=context)
 
     def crash(*_args: object, **_kwargs: object) -> None:
-        raise OSError("simulated crash after the license upsert")
+        raise OSError("simulated crash just before the commit")
 
     with monkeypatch.context() as patch:
         patch.setattr(ExchangeState, "finish_run", crash)
@@ -143,11 +149,26 @@ def test_a_run_that_dies_before_committing_is_redone_without_duplicates(
         crashed = state.run(landed.run_id)
         assert crashed.status is RunStatus.LANDED and "simulated crash" in (crashed.error or "")
         assert state.cursor(source_id) is None  # the cursor did not move
+        assert state.committed_versions([source_id]) == []
+    # the crashed attempt's row versions file exists, but nothing committed points at it
+    assert list(curated_dir("marriage_registry", source_id).glob("*.parquet"))
+    with LicenseStore() as store:
+        store.upgrade()
+        assert store.count() == 0  # licenses follow the commit, so none were derived
     redo = sync(source_id, context=SyncContext(deployment=deployment))
     assert redo.rows_read == landed.rows_read
-    assert (redo.licenses_inserted, redo.licenses_updated) == (0, 0)  # already there, unchanged
+    assert redo.rows_new == redo.rows_loaded
     with LicenseStore() as store:
-        assert store.count() == redo.licenses_unchanged
+        assert store.count() == redo.licenses_inserted > 0
+    with ExchangeState() as state:
+        dataset = CuratedDataset("marriage_registry", deployment.sources, state)
+        assert dataset.rows().num_rows == redo.rows_loaded
+        assert dataset.summary() == {
+            "live": redo.rows_loaded,
+            "deleted": 0,
+            "versions": redo.rows_loaded,
+            "runs": 1,
+        }
     with pytest.raises(RunFailed, match="superseded"):
         publish(landed.run_id, context=context)  # the crashed run's batch is stale now
 
@@ -195,22 +216,52 @@ def test_a_publish_that_failed_transiently_can_be_retried(
     deployment: Deployment, demo_systems: list[DemoSystem], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     context = SyncContext(deployment=deployment)
-    landed = land("chancheng_birth_certificates", context=context)
+    landed = land("gd_household_registry", context=context)
+
+    def full(*_args: object, **_kwargs: object) -> None:
+        raise OSError("no space left on device (simulated)")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(RunMerge, "finish", full)
+        with pytest.raises(RunFailed) as info:
+            publish(landed.run_id, context=context)
+    assert not info.value.terminal
+    with ExchangeState() as state:
+        pending = state.run(landed.run_id)
+        assert pending.status is RunStatus.LANDED and "no space" in (pending.error or "")
+    done = publish(landed.run_id, context=context)  # what the scheduler's retry does
+    assert done.status is RunStatus.SUCCEEDED and done.error is None
+    assert done.rows_loaded + done.rows_quarantined == landed.rows_read
+    again = publish(landed.run_id, context=context)  # a retried task after its commit
+    assert again == done
+
+
+def test_licenses_owed_by_a_committed_run_follow_on_the_next_step(
+    deployment: Deployment, demo_systems: list[DemoSystem], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source_id = "gd_household_registry"
+    context = SyncContext(deployment=deployment)
 
     def locked(*_args: object, **_kwargs: object) -> None:
         raise StoreUnavailable("the license store is locked (simulated)")
 
     with monkeypatch.context() as patch:
         patch.setattr(LicenseStore, "upsert", locked)
-        with pytest.raises(RunFailed) as info:
-            publish(landed.run_id, context=context)
+        with pytest.raises(RunFailed, match="publishing licenses") as info:
+            sync(source_id, context=context)
     assert not info.value.terminal
     with ExchangeState() as state:
-        pending = state.run(landed.run_id)
-        assert pending.status is RunStatus.LANDED and "locked" in (pending.error or "")
-    done = publish(landed.run_id, context=context)  # what the scheduler's retry does
-    assert done.status is RunStatus.SUCCEEDED and done.error is None
-    assert done.rows_loaded == landed.rows_read
+        committed = state.runs(source_id, limit=1)[0]
+        # the run committed (rows merged, cursor moved); its licenses are owed, and it says so
+        assert committed.status is RunStatus.SUCCEEDED
+        assert committed.licenses_published_at is None and "locked" in (committed.error or "")
+        assert state.cursor(source_id) == committed.cursor_after
+        assert [r.run_id for r in state.pending_license_runs(source_id)] == [committed.run_id]
+    published = publish_licenses(source_id, context=context)
+    assert [r.run_id for r in published] == [committed.run_id]
+    assert published[0].licenses_inserted == 2 * committed.rows_loaded
+    assert published[0].error is None
+    assert publish_licenses(source_id, context=context) == []  # nothing owed any more
 
 
 def test_an_older_landed_run_cannot_overwrite_a_newer_one(

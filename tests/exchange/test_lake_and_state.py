@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 
 from exchange.lake import LandingWriter, landed_batches, read_manifest, write_quarantine
-from exchange.state import ExchangeState, RunStatus
+from exchange.state import ExchangeState, RunNotLanded, RunStatus
 
 SCHEMA = pa.schema([("id", pa.int64()), ("name", pa.string())])
 
@@ -85,10 +85,32 @@ def test_run_lifecycle_moves_cursor_only_on_success(tmp_path: Path) -> None:
         assert landed.status is RunStatus.LANDED and landed.rows_read == 10
         assert state.cursor("src") is None  # landing alone does not move the cursor
         done = state.finish_run(
-            landed, rows_loaded=9, rows_quarantined=1, inserted=9, updated=0, unchanged=0
+            landed,
+            rows_loaded=9,
+            rows_quarantined=1,
+            changes={"new": 9},
+            curated_path="/lake/curated/d/src/r.parquet",
+            quarantine_path="/lake/quarantine/src/r/rows.parquet",
         )
         assert done.status is RunStatus.SUCCEEDED
+        assert (done.rows_new, done.rows_changed, done.rows_deleted) == (9, 0, 0)
         assert state.cursor("src") == "2026-11-28T10:00:00"
+        # committing twice is refused: the second attempt finds the run no longer landed
+        with pytest.raises(RunNotLanded):
+            state.finish_run(
+                landed,
+                rows_loaded=9,
+                rows_quarantined=1,
+                changes={},
+                curated_path=None,
+                quarantine_path=None,
+            )
+        # its licenses are owed until published
+        assert [r.run_id for r in state.pending_license_runs("src")] == [run_id]
+        assert [r.run_id for r in state.committed_versions(["src"])] == [run_id]
+        state.mark_licenses_published(run_id, inserted=9, updated=0, unchanged=0)
+        assert state.pending_license_runs("src") == []
+        assert state.run(run_id).licenses_published_at is not None
 
         failed = state.start_run("src", "2026-11-28T10:00:00", full_refresh=False)
         state.fail_run(failed, "SourceUnavailable: connection refused")
@@ -106,6 +128,11 @@ def test_state_on_postgres(postgres_url: str) -> None:
         run_id = state.start_run("src", {"id": 5}, full_refresh=False)
         state.mark_landed(run_id, 3, {"id": 8}, "/lake/y")
         state.finish_run(
-            state.run(run_id), rows_loaded=3, rows_quarantined=0, inserted=3, updated=0, unchanged=0
+            state.run(run_id),
+            rows_loaded=3,
+            rows_quarantined=0,
+            changes={"new": 3},
+            curated_path=None,
+            quarantine_path=None,
         )
         assert state.cursor("src") == {"id": 8}
