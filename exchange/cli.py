@@ -194,6 +194,16 @@ WIDE_TERMINAL = 140
 NUMBER_COLUMNS = ("read", "loaded", "held", "vers", "new", "upd", "s")
 
 
+def _cursor_text(cursor: object) -> str:
+    """A cursor for the runs table: a files source's list of loaded file hashes as a count."""
+    if cursor is None:
+        return "-"
+    if isinstance(cursor, list):
+        return f"{len(cursor):,} files"
+    text = str(cursor)
+    return text if len(text) <= 32 else text[:31] + "…"
+
+
 def _status_text(run: RunRecord) -> str:
     """``ok``; ``owed`` when the run committed but its licenses are not derived yet."""
     if run.status.value != "succeeded":
@@ -244,7 +254,7 @@ def _runs_table(runs: list, title: str) -> Table:
             f"{run.duration_s:.{1 if wide else 0}f}" if run.duration_s is not None else "-",
         ]
         if wide:
-            row.append(str(run.cursor_after) if run.cursor_after is not None else "-")
+            row.append(_cursor_text(run.cursor_after))
         table.add_row(*row)
     return table
 

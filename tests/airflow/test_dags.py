@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,12 @@ def test_dagbag_has_one_sync_dag_per_source_and_no_import_errors(airflow_db: Pat
     bag = DagBag(dag_folder=str(REPO / "dags"))
     assert bag.import_errors == {}
     sources = load_deployment(REPO / "config").sources
-    assert set(bag.dag_ids) == {f"sync__{s.id}" for s in sources}
+    snapshots = {f"snapshot__{s.id}" for s in sources if s.deletes.snapshot_schedule}
+    assert snapshots == {"snapshot__gd_household_registry"}
+    assert set(bag.dag_ids) == {f"sync__{s.id}" for s in sources} | snapshots
+    snapshot = bag.dags["snapshot__gd_household_registry"]
+    assert snapshot.params["full_refresh"] is True
+    assert [t.task_id for t in snapshot.topological_sort()] == ["land", "publish", "licenses"]
     for source in sources:
         dag = bag.dags[f"sync__{source.id}"]
         assert [t.task_id for t in dag.topological_sort()] == ["land", "publish", "licenses"]
@@ -80,3 +86,21 @@ def test_every_sync_dag_runs_end_to_end_with_dag_test(
     assert marriages.licenses_inserted == 2 * marriages.rows_loaded  # both spouses
     with LicenseStore() as store:
         assert store.count() == inserted
+
+    # a resident removed from the registry: the weekly snapshot DAG finds it and revokes the cards
+    household = next(s for s in systems if s.source_id == "gd_household_registry")
+    with sqlite3.connect(household.url.removeprefix("sqlite:///")) as conn:
+        (holder,) = conn.execute("SELECT id_number FROM persons WHERE person_id = 1").fetchone()
+        conn.execute("DELETE FROM persons WHERE person_id = 1")
+    dag_run = bag.dags["snapshot__gd_household_registry"].test()
+    assert str(dag_run.state) in {"success", "DagRunState.SUCCESS"}
+    with ExchangeState() as state:
+        snapshot = state.runs("gd_household_registry", limit=1)[0]
+    assert snapshot.full_refresh and snapshot.rows_deleted == 1
+    assert snapshot.licenses_published_at is not None
+    with LicenseStore() as store:
+        held = store.licenses_for_holder(holder)
+    household_types = {"居民身份证", "居民户口簿"}
+    cards = {c.type_name: c.status for c in held if c.type_name in household_types}
+    assert cards == {"居民身份证": "revoked", "居民户口簿": "revoked"}
+    assert all(c.status == "valid" for c in held if c.type_name not in household_types)
