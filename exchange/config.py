@@ -13,6 +13,7 @@ Secrets never live here: a source names a *connection id* that resolves from the
 
 from __future__ import annotations
 
+import re
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -31,16 +32,20 @@ from exchange.standards.holder_ids import HolderKind, InvalidIdentifier, validat
 from exchange.standards.regions import Region, validate_region_code
 
 __all__ = [
+    "AlertsConfig",
     "ConfigError",
     "ConnectorConfig",
     "DatasetConfig",
     "DeletesConfig",
     "Department",
     "Deployment",
+    "Expectation",
     "LicenseMapping",
     "LicenseType",
     "Material",
     "Matter",
+    "MonitoringConfig",
+    "QualityConfig",
     "SoftDelete",
     "SourceConfig",
     "Validity",
@@ -81,6 +86,32 @@ class RegionConfig(_Model):
         return Region(self.code, self.name)
 
 
+class AlertsConfig(_Model):
+    """Where a department hears about its sources' card changes (each change is sent once)."""
+
+    webhook: str | None = Field(
+        default=None, description="URL that receives a JSON POST per card change"
+    )
+    email: tuple[str, ...] = Field(
+        default=(), description="addresses mailed per card change, through GOVX_SMTP_URL"
+    )
+
+    @field_validator("webhook")
+    @classmethod
+    def _webhook(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"an http:// or https:// URL, not {value!r}")
+        return value
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for address in value:
+            if not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", address):
+                raise ValueError(f"not an e-mail address: {address!r}")
+        return value
+
+
 class Department(_Model):
     """A department at one level of government; its credit code issues licenses."""
 
@@ -88,6 +119,7 @@ class Department(_Model):
     code: str = Field(description="unified social credit code of the department (GB 32100)")
     name: str
     region: str
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
 
     @field_validator("code")
     @classmethod
@@ -259,6 +291,60 @@ def _check_schedule(value: str | None) -> str | None:
     return value
 
 
+class Expectation(_Model):
+    """One extra Great Expectations expectation for a source's rows, by its GX class name."""
+
+    type: str = Field(
+        pattern=r"^expect_[a-z_]+$",
+        description="a built-in GX expectation, snake case (expect_column_values_to_match_regex)",
+    )
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class QualityConfig(_Model):
+    """The quality gate's batch threshold and the source's extra expectations."""
+
+    max_bad_fraction: float = Field(
+        default=0.1,
+        ge=0,
+        le=1,
+        description="a batch with a larger share of quarantined rows is held whole: nothing "
+        "merged, the cursor stays, the source gets a red card",
+    )
+    expectations: tuple[Expectation, ...] = ()
+
+
+class MonitoringConfig(_Model):
+    """When a source's cards turn yellow or red."""
+
+    late_after_minutes: int | None = Field(
+        default=None,
+        ge=1,
+        description="minutes without a successful run after which the source is overdue (red); "
+        "default: twice the period of the dataset's update frequency",
+    )
+    warn_fraction: float = Field(
+        default=0.8,
+        gt=0,
+        lt=1,
+        description="yellow once this share of the overdue time has passed without a success",
+    )
+    failures_red: int = Field(
+        default=3, ge=1, description="consecutive failed runs that turn the card red"
+    )
+    volume_sigma: float = Field(
+        default=3.0, gt=0, description="rows read outside mean +/- this many sigma -> yellow"
+    )
+    volume_history: int = Field(default=20, ge=3, description="runs the volume check looks at")
+    min_pass_rate: float = Field(
+        default=0.95,
+        ge=0,
+        le=1,
+        description="a run whose loaded/read is below this -> yellow (below 1 - "
+        "quality.max_bad_fraction it is red)",
+    )
+
+
 class SourceConfig(_Model):
     """A department system the exchange pulls from."""
 
@@ -284,6 +370,8 @@ class SourceConfig(_Model):
         "hold every row (quarantine)",
     )
     deletes: DeletesConfig = Field(default_factory=DeletesConfig)
+    quality: QualityConfig = Field(default_factory=QualityConfig)
+    monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
     licenses: tuple[LicenseMapping, ...] = ()
 
     @field_validator("schedule")

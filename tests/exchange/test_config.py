@@ -205,3 +205,29 @@ def test_every_source_dataset_must_be_catalogued(config_copy: Path) -> None:
     edit(config_copy / "datasets.yaml", lambda d: d["datasets"].pop(0))
     [problem] = problems(config_copy)
     assert "sources[0].dataset: dataset 'household_registry' is not in the catalogue" in problem
+
+
+def test_quality_monitoring_alerts_and_deletes_are_checked(config_copy: Path) -> None:
+    def source_settings(data: dict) -> None:
+        source = data["sources"][0]
+        source["quality"] = {"max_bad_fraction": 1.5, "expectations": [{"type": "ExpectFoo"}]}
+        source["monitoring"] = {"failures_red": 0}
+        source["deletes"] = {"snapshot_schedule": "@weekly"}
+
+    edit(config_copy / "sources.yaml", source_settings)
+    edit(
+        config_copy / "departments.yaml",
+        lambda d: d["departments"][0].update(
+            alerts={"webhook": "ftp://example", "email": ["not-an-address"]}
+        ),
+    )
+    found = "\n".join(problems(config_copy))
+    for expected in (
+        "sources[0].quality.max_bad_fraction",
+        "sources[0].quality.expectations[0].type",
+        "sources[0].monitoring.failures_red",
+        "sources[0].deletes: snapshot_schedule needs key_snapshot: true",
+        "departments[0].alerts.webhook: an http:// or https:// URL",
+        "departments[0].alerts.email: not an e-mail address: 'not-an-address'",
+    ):
+        assert expected in found, found
