@@ -42,6 +42,11 @@ datasets_app = typer.Typer(
 )
 app.add_typer(config_app, name="config")
 app.add_typer(datasets_app, name="datasets")
+quarantine_app = typer.Typer(
+    help="Review the rows the quality gate held, and replay them once the cause is fixed.",
+    no_args_is_help=True,
+)
+app.add_typer(quarantine_app, name="quarantine")
 app.add_typer(schema_app, name="schema")
 app.add_typer(db_app, name="db")
 
@@ -417,6 +422,116 @@ def datasets_export(
     else:
         pacsv.write_csv(rows, out)
     console.print(f"{rows.num_rows:,} rows of {dataset_id} written to {out}")
+
+
+@quarantine_app.command("list")
+def quarantine_list(
+    source_id: Annotated[str | None, typer.Argument(help="Only this source.")] = None,
+    limit: Annotated[int, typer.Option(help="How many runs.", min=1)] = 30,
+) -> None:
+    """List the runs that held rows: how many, the most frequent reason, replayed or not."""
+    from exchange.replay import held_batches, reason_counts
+    from exchange.state import ExchangeState
+
+    with ExchangeState() as state:
+        state.upgrade()
+        batches = held_batches(state, source_id)[:limit]
+    if not batches:
+        console.print("no quarantined rows")
+        return
+    table = Table(title="quarantine", box=box.SIMPLE_HEAD)
+    for column in ("source", "run", "status", "rows", "replayed by", "most frequent reason"):
+        table.add_column(column, justify="right" if column == "rows" else "left")
+    for batch in batches:
+        reasons = reason_counts(batch.path) if Path(batch.path).exists() else []
+        top = f"{reasons[0][0]} (×{reasons[0][1]})" if reasons else "file missing"
+        replayed = batch.replayed_by or ("re-read by next sync" if batch.status == "held" else "-")
+        table.add_row(
+            batch.source_id, batch.run_id, batch.status, f"{batch.rows:,}", replayed, top
+        )
+    console.print(table, highlight=False)
+
+
+@quarantine_app.command("show")
+def quarantine_show(
+    source_id: Annotated[str, typer.Argument(help="Source id from sources.yaml.")],
+    run_id: Annotated[str, typer.Argument(help="The run that held them (govx quarantine list).")],
+    rows: Annotated[int, typer.Option(help="How many held rows to list.", min=0)] = 20,
+) -> None:
+    """Show why a run held rows: each reason with its count, then rows by primary key.
+
+    Only the primary key and the masked reasons are printed; the held rows themselves (with
+    personal data) stay in the quarantine file, whose path is shown.
+    """
+    import pyarrow.parquet as pq
+
+    from exchange.replay import held_batches, reason_counts
+    from exchange.state import ExchangeState
+
+    deployment = _deployment()
+    if source_id not in deployment.source_by_id:
+        raise _fail(f"unknown source {source_id!r}")
+    with ExchangeState() as state:
+        state.upgrade()
+        batch = next((b for b in held_batches(state, source_id) if b.run_id == run_id), None)
+    if batch is None:
+        raise _fail(f"run {run_id!r} of {source_id} held no rows (see govx quarantine list)")
+    console.print(f"{batch.rows:,} rows held by run {run_id} ({batch.status}): {batch.path}")
+    counts = Table(box=box.SIMPLE_HEAD)
+    counts.add_column("reason")
+    counts.add_column("rows", justify="right")
+    for reason, count in reason_counts(batch.path):
+        counts.add_row(reason, f"{count:,}")
+    console.print(counts, highlight=False)
+    if rows:
+        key = list(deployment.source_by_id[source_id].primary_key)
+        held = pq.read_table(batch.path, columns=[*key, "_govx_reasons"]).slice(0, rows)
+        listing = Table(box=box.SIMPLE_HEAD)
+        for column in (*key, "reasons"):
+            listing.add_column(column)
+        for row in held.to_pylist():
+            reasons = "; ".join(row.pop("_govx_reasons") or [])
+            listing.add_row(*(str(row[k]) for k in key), reasons)
+        console.print(listing, highlight=False)
+
+
+@quarantine_app.command("replay")
+def quarantine_replay(
+    source_id: Annotated[str, typer.Argument(help="Source id from sources.yaml.")],
+    run: Annotated[
+        list[str] | None,
+        typer.Option("--run", help="Replay only this run's held rows (repeatable)."),
+    ] = None,
+) -> None:
+    """Run the source's held rows through the gate again as a new run; those that pass load.
+
+    For rows that were held because a rule or reference data was wrong and has been fixed. Rows
+    that still fail are held again by the replay run; a row whose key has newer data since is
+    dropped, never replayed over it. The cursor does not move.
+    """
+    from exchange.replay import replay
+    from exchange.sync import RunFailed, SyncContext
+
+    deployment = _deployment()
+    if source_id not in deployment.source_by_id:
+        raise _fail(f"unknown source {source_id!r}")
+    try:
+        result = replay(source_id, run_ids=run, context=SyncContext(deployment=deployment))
+    except KeyError as exc:
+        raise _fail(str(exc.args[0])) from None
+    except RunFailed as exc:
+        raise _fail(str(exc)) from None
+    if result is None:
+        console.print(f"nothing to replay for {source_id}")
+        return
+    superseded = next(
+        (e["superseded_rows"] for e in result.source_report or [] if "superseded_rows" in e), 0
+    )
+    console.print(
+        f"replay run {result.run_id}: {result.rows_read:,} rows replayed, "
+        f"{result.rows_loaded:,} loaded, {result.rows_quarantined:,} held again; "
+        f"{superseded:,} dropped because their key has newer data"
+    )
 
 
 @app.command()

@@ -46,6 +46,7 @@ __all__ = [
     "RunMerge",
     "SnapshotRefused",
     "curated_dir",
+    "superseded_rows",
 ]
 
 log = logging.getLogger("govexchange.curated")
@@ -395,3 +396,39 @@ class CuratedDataset:
 def version_batches(path: str | Path, batch_size: int = 10_000) -> Iterator[pa.RecordBatch]:
     """Stream a committed row versions file."""
     yield from pq.ParquetFile(path).iter_batches(batch_size=batch_size)
+
+
+def superseded_rows(
+    table: pa.Table,
+    source: SourceConfig,
+    committed: Sequence[RunRecord],
+    origin_column: str,
+    lake: Path | None = None,
+) -> pa.Array:
+    """For each row of ``table``: does its key have a version committed after its origin run?
+
+    ``origin_column`` holds the run id each row came from (e.g. the run that quarantined it).
+    Replaying such a row would overwrite newer data with older, so callers drop it.
+    """
+    files = [r.curated_path for r in committed if r.curated_path]
+    if not files or not table.num_rows:
+        return pa.array([False] * table.num_rows, type=pa.bool_())
+    if lake is None:
+        from exchange.settings import lake_dir
+
+        lake = lake_dir()
+    con = _connect(Path(lake))
+    try:
+        order = pa.array(range(table.num_rows), type=pa.int64())
+        con.register("incoming", table.append_column(ORD, order))
+        flags = con.sql(
+            f"WITH latest AS (SELECT {KEY}, max({RUN}) AS last_run FROM "
+            f"read_parquet({_file_list(files)}, union_by_name = true) GROUP BY {KEY}), "
+            f"rows AS (SELECT {ORD} AS ord, {_key_expr(source.primary_key)} "
+            f"AS {KEY}, {_ident(origin_column)} AS origin FROM incoming) "
+            f"SELECT coalesce(l.last_run > r.origin, FALSE) AS newer FROM rows r "
+            f"LEFT JOIN latest l USING ({KEY}) ORDER BY r.ord"
+        ).to_arrow_table()
+    finally:
+        con.close()
+    return flags.column("newer").combine_chunks()

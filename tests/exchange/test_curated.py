@@ -1,4 +1,4 @@
-"""Curated datasets end to end on a real SQLite department table: versions, as-of, deletes.
+"""Curated datasets end to end on a real SQLite department table: versions, as-of, deletes, replay.
 
 A small registry (five residents) syncs through the real SQL connector, lake, gate, curated
 merge and license library; the tests change the table between runs the way a department does.
@@ -7,11 +7,13 @@ merge and license library; the tests change the table between runs the way a dep
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 import sqlite3
 import time
 from pathlib import Path
 
 import pytest
+import yaml
 from stdnum.cn import ric
 
 from exchange.config import Deployment, load_deployment
@@ -67,6 +69,8 @@ def deployment() -> Deployment:
                 "key_snapshot": True,
                 "max_delete_fraction": 0.5,
             },
+            # five rows are a tiny batch: one held row must not hold the whole batch here
+            "quality": {"max_bad_fraction": 1.0},
             "licenses": [
                 {
                     "type": "resident_id_card",
@@ -245,3 +249,86 @@ def test_govx_datasets_lists_and_exports_as_of(
     assert bad.exit_code != 0 and "--as-of: not an ISO date" in bad.output
     wrong = runner.invoke(app, ["datasets", "export", "nope", "--out", str(out)])
     assert wrong.exit_code != 0 and "unknown dataset 'nope'" in wrong.output
+
+
+def with_status(deployment: Deployment, values: dict[str, str]) -> Deployment:
+    """The deployment with the card's status read from ``deleted`` through ``values``."""
+    data = deployment.model_dump()
+    data["sources"][0]["licenses"][0].update(status="deleted", status_values=values)
+    return Deployment.model_validate(data)
+
+
+def test_replay_loads_held_rows_once_the_rule_is_fixed(
+    deployment: Deployment, registry: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from exchange.cli import app
+    from exchange.replay import held_batches, replay
+
+    strict = with_status(deployment, {"0": "valid", "1": "revoked"})
+    change(registry, "UPDATE people SET deleted = '2' WHERE person_id IN (2, 4)")  # 2: suspended
+    first = run(strict)
+    assert (first.rows_loaded, first.rows_quarantined) == (3, 2)
+    # the department corrects person 4 itself; the normal sync takes the correction
+    change(
+        registry, "UPDATE people SET deleted = '0', updated_at = '2026-11-05' WHERE person_id = 4"
+    )
+    fixed = run(strict)
+    assert fixed.rows_new == 1
+
+    config = tmp_path / "config"
+    shutil.copytree(CONFIG, config)
+    monkeypatch.setenv("GOVX_CONFIG", str(config))
+    listed = CliRunner().invoke(app, ["quarantine", "list"], env={"COLUMNS": "250"})
+    assert listed.exit_code == 0, listed.output
+    assert first.run_id in listed.output and "deleted: unknown status '2'" in listed.output
+
+    # the exchange learns that '2' means suspended; replay the held rows
+    lenient = with_status(deployment, {"0": "valid", "1": "revoked", "2": "suspended"})
+    replayed = replay(SOURCE, context=SyncContext(deployment=lenient))
+    assert replayed is not None and replayed.status is RunStatus.SUCCEEDED
+    # person 4 has newer data since, so only person 2 is replayed
+    assert (replayed.rows_read, replayed.rows_loaded, replayed.rows_quarantined) == (1, 1, 0)
+    assert {"superseded_rows": 1} in replayed.source_report
+    assert replayed.cursor_after == fixed.cursor_after  # the cursor did not move
+    assert status_of(5) == "suspended" and status_of(9) == "valid"
+    with ExchangeState() as state:
+        assert dataset(state, lenient).summary()["live"] == 5
+        [batch] = held_batches(state, SOURCE)
+        assert batch.run_id == first.run_id and batch.replayed_by == replayed.run_id
+    assert replay(SOURCE, context=SyncContext(deployment=lenient)) is None  # replayed once
+    with pytest.raises(KeyError, match="no quarantine left to replay"):
+        replay(SOURCE, run_ids=[first.run_id], context=SyncContext(deployment=lenient))
+
+
+def test_quarantine_commands_print_reasons_not_personal_data(
+    deployment: Deployment, registry: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from exchange.cli import app
+
+    change(registry, "UPDATE people SET id_number = '110101198001010030' WHERE person_id = 1")
+    config = tmp_path / "config"
+    shutil.copytree(CONFIG, config)
+    source = deployment.sources[0].model_dump(mode="json", exclude_defaults=True)
+    (config / "sources.yaml").write_text(
+        yaml.safe_dump({"sources": [source]}, allow_unicode=True), encoding="utf-8"
+    )
+    monkeypatch.setenv("GOVX_CONFIG", str(config))
+    runner = CliRunner()
+    synced = runner.invoke(app, ["sync", SOURCE])
+    assert synced.exit_code == 0, synced.output
+    with ExchangeState() as state:
+        held_run = state.runs(SOURCE, limit=1)[0].run_id
+    shown = runner.invoke(app, ["quarantine", "show", SOURCE, held_run], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0, shown.output
+    assert "id_number: bad check character (1101**********0030)" in shown.output
+    assert "110101198001010030" not in shown.output and "居民1" not in shown.output
+    assert "1 rows held" in shown.output
+    missing = runner.invoke(app, ["quarantine", "show", SOURCE, "no-such-run"])
+    assert missing.exit_code != 0 and "held no rows" in missing.output
+    nothing = runner.invoke(app, ["quarantine", "replay", SOURCE], env={"COLUMNS": "200"})
+    assert nothing.exit_code == 0 and "replay run" in nothing.output
+    assert "0 loaded, 1 held again" in nothing.output
