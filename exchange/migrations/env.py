@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import quality.history  # noqa: F401 - registers the supervision cards' table (source_cards)
 from exchange.migrations import MIGRATIONS
 from exchange.state import metadata
 
