@@ -819,7 +819,6 @@ def demo_simulator(
     and the Airflow DAGs reach it.
     """
     import contextlib
-    import threading
 
     from exchange.demo import department_api_env, start_department_api
     from exchange.settings import govx_home
@@ -832,7 +831,8 @@ def demo_simulator(
         _write_demo_connections(department_api_env(api.url))
         console.print(f"serving {api.url}{api.path} (Ctrl-C stops)", highlight=False)
         with contextlib.suppress(KeyboardInterrupt):
-            threading.Event().wait()
+            while True:  # timed: SIGINT may land on a server thread, and only a main thread
+                time.sleep(0.2)  # back in Python code raises KeyboardInterrupt
 
 
 def run() -> None:  # pragma: no cover - console entry point
