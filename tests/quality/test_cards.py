@@ -33,13 +33,11 @@ def deployment() -> Deployment:
 
 def tuned(deployment: Deployment, source_id: str, **monitoring: object) -> Deployment:
     """The deployment with one source's monitoring settings changed."""
-    sources = []
-    for source in deployment.sources:
-        if source.id == source_id:
-            settings = source.monitoring.model_copy(update=monitoring)
-            source = source.model_copy(update={"monitoring": settings})
-        sources.append(source)
-    return deployment.model_copy(update={"sources": tuple(sources)})
+    data = deployment.model_dump()
+    for source in data["sources"]:
+        if source["id"] == source_id:
+            source["monitoring"].update(monitoring)
+    return Deployment.model_validate(data)
 
 
 def add_run(

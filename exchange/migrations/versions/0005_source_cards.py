@@ -28,6 +28,7 @@ def upgrade() -> None:
         sa.Column("reasons", sa.JSON, nullable=False),
         sa.Column("changed_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("checked_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("alert_due", sa.Boolean, nullable=False, server_default=sa.false()),
         sa.Column("webhook_sent_at", sa.DateTime(timezone=True)),
         sa.Column("email_sent_at", sa.DateTime(timezone=True)),
         sa.Column("alert_attempts", sa.Integer, nullable=False, server_default="0"),
