@@ -22,6 +22,7 @@ from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from exchange.admin import install_admin
 from exchange.standards.holder_ids import HolderId, InvalidIdentifier, mask_id, parse_holder_id
 from exchange.standards.license_ids import parse_license_id
 from license_store.errors import (
@@ -428,6 +429,7 @@ def create_app(store: LicenseStore | None = None) -> FastAPI:
     app.state.store = store
     _install_problem_handlers(app)
     app.include_router(router)
+    install_admin(app)  # the admin dashboard under /admin (exchange/admin, docs/admin.md)
     _document_problems(app)
     return app
 
