@@ -49,6 +49,11 @@ quarantine_app = typer.Typer(
 app.add_typer(quarantine_app, name="quarantine")
 app.add_typer(schema_app, name="schema")
 app.add_typer(db_app, name="db")
+quality_app = typer.Typer(
+    help="Supervision cards: each source's freshness, failures, volume, schema and pass rate.",
+    no_args_is_help=True,
+)
+app.add_typer(quality_app, name="quality")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -532,6 +537,103 @@ def quarantine_replay(
         f"{result.rows_loaded:,} loaded, {result.rows_quarantined:,} held again; "
         f"{superseded:,} dropped because their key has newer data"
     )
+
+
+CARD_STYLE = {"green": "bold green", "yellow": "bold yellow", "red": "bold red"}
+
+
+def _cards_table(statuses: list, now: dt.datetime) -> Table:
+    """Supervision cards as a table: the card, why (its non-green signals), last run, age."""
+    from rich.text import Text
+
+    from quality.cards import format_duration
+
+    table = Table(
+        title="supervision cards",
+        box=box.SIMPLE_HEAD,
+        caption="age: since the last successful run, of the time it may take",
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    table.add_column("source", no_wrap=True)
+    table.add_column("card", no_wrap=True)
+    table.add_column("why", overflow="fold", min_width=20)
+    table.add_column("last run")
+    table.add_column("age", justify="right")
+    for status in statuses:
+        why = Text()
+        for signal in status.problems or ():
+            if why:
+                why.append("\n")
+            why.append(f"{signal.kind}: ", style=CARD_STYLE[signal.card.value])
+            why.append(signal.reason)
+        if not why:
+            why.append("all signals green")
+        run = status.last_run
+        last = "-"
+        if run is not None:
+            state = str(getattr(run.status, "value", run.status))
+            last = f"{state}\n{format_duration((now - run.started_at).total_seconds())} ago"
+        age = "-"
+        if status.freshness_age_s is not None:
+            age = format_duration(status.freshness_age_s)
+            if status.overdue_after_s:
+                age += f"\nof {format_duration(status.overdue_after_s)}"
+        card = Text(status.card.value, style=CARD_STYLE[status.card.value])
+        table.add_row(status.source_id, card, why, last, age)
+    return table
+
+
+@quality_app.command("status")
+def quality_status(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the cards as JSON.")] = False,
+) -> None:
+    """Show every source's supervision card and why (read-only: records nothing, sends nothing)."""
+    import datetime as dt
+
+    from exchange.state import ExchangeState
+    from quality.cards import evaluate
+
+    deployment = _deployment()
+    now = dt.datetime.now(dt.UTC)
+    with ExchangeState() as state:
+        state.upgrade()
+        statuses = evaluate(deployment, state, now=now)
+    if as_json:
+        payload = [s.to_json() for s in statuses]
+        console.print_json(json.dumps(payload, ensure_ascii=False))
+        return
+    console.print(_cards_table(statuses, now))
+
+
+@quality_app.command("check")
+def quality_check() -> None:
+    """Evaluate the cards, record each change and send its alerts once (what the DAG runs).
+
+    Alerts go to each department's `alerts.webhook` (JSON POST) and `alerts.email` (through
+    GOVX_SMTP_URL); a delivery that fails is retried on the next check.
+    """
+    import datetime as dt
+
+    from exchange.state import ExchangeState
+    from quality.monitor import run_check
+
+    deployment = _deployment()
+    now = dt.datetime.now(dt.UTC)
+    with ExchangeState() as state:
+        state.upgrade()
+        result = run_check(deployment, state, now)
+    console.print(_cards_table(result.statuses, now))
+    for change in result.changes:
+        before = change.previous.value if change.previous else "new"
+        console.print(f"card changed: {change.source_id} {before} -> {change.card.value}")
+    for source_id, channel in result.delivery.sent:
+        console.print(f"alert sent: {source_id} by {channel}")
+    for source_id, _channel, error in result.delivery.failed:
+        err_console.print(
+            f"[yellow]alert not delivered[/] {source_id}: {error} (retried next check)",
+            highlight=False,
+        )
 
 
 @app.command()

@@ -24,6 +24,7 @@ import datetime as dt
 import statistics
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from exchange.config import Deployment, SourceConfig
 from exchange.standards import mask_ids_in_text
@@ -81,6 +82,33 @@ class SourceStatus:
     last_success_at: dt.datetime | None
     freshness_age_s: float | None
     overdue_after_s: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The status as JSON-ready data (``govx quality status --json``)."""
+        run = self.last_run
+        return {
+            "source_id": self.source_id,
+            "name": self.name,
+            "department": self.department,
+            "dataset": self.dataset,
+            "card": self.card.value,
+            "signals": [
+                {"kind": s.kind, "card": s.card.value, "reason": s.reason} for s in self.signals
+            ],
+            "last_run": None
+            if run is None
+            else {
+                "run_id": run.run_id,
+                "status": _status(run),
+                "started_at": run.started_at.isoformat(),
+                "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+                "rows_read": run.rows_read,
+                "rows_loaded": run.rows_loaded,
+            },
+            "last_success_at": self.last_success_at.isoformat() if self.last_success_at else None,
+            "freshness_age_s": self.freshness_age_s,
+            "overdue_after_s": self.overdue_after_s,
+        }
 
     @property
     def problems(self) -> tuple[Signal, ...]:
