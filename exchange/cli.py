@@ -833,16 +833,17 @@ def demo(
         )
     with start_department_api(systems) as api:
         console.print(f"  birth-certificate API of the health department: {api.url}")
-        _demo_syncs(deployment, systems, api.url, airflow)
+        _demo_syncs(deployment, systems, api, airflow)
     console.print(
         "  (the API stopped with the demo; `govx demo-simulator` serves it again for `govx sync` "
         "and Airflow)",
         highlight=False,
     )
+    _demo_cards(deployment)
     _demo_lookup(systems)
     console.print(
         f"[green]demo finished in {time.perf_counter() - started:.0f} s.[/] Try: "
-        f"`govx licenses <ID>`, `govx runs`, `govx serve` (data in {home})."
+        f"`govx licenses <ID>`, `govx runs`, `govx quality status`, `govx serve` (data in {home})."
     )
 
 
@@ -863,12 +864,20 @@ def _write_demo_connections(env: dict[str, str]) -> None:
     os.environ.update(env)
 
 
-def _demo_syncs(deployment, systems: list, api_url: str, airflow: bool) -> None:
-    """First syncs (Airflow DAGs or ``govx sync``), a day of changes, incremental syncs."""
+DEMO_OUTAGE_SOURCE = "chancheng_birth_certificates"
+
+
+def _demo_syncs(deployment, systems: list, api, airflow: bool) -> None:
+    """First syncs (Airflow DAGs or ``govx sync``), a day of changes, incremental syncs.
+
+    For the second round the health department's API refuses the exchange's credentials (HTTP
+    401, as after an expired API key): that source misses the day's changes (a red card).
+    """
     from exchange.demo import connection_env, simulate_changes
     from exchange.state import ExchangeState
+    from exchange.sync import RunFailed
 
-    env = connection_env(systems, api_url=api_url)
+    env = connection_env(systems, api_url=api.url)
     _write_demo_connections(env)
     source_ids = [s.id for s in deployment.sources]
     if airflow:
@@ -887,8 +896,15 @@ def _demo_syncs(deployment, systems: list, api_url: str, airflow: bool) -> None:
 
     console.print("simulating a day of changes in the department systems ...")
     changed = simulate_changes(systems)
+    api.set_faults(unauthorized=1_000_000)
+    console.print("the health department's API now refuses the exchange's key (HTTP 401) ...")
     for source_id in source_ids:
-        _run_with_progress(source_id, full_refresh=False)
+        try:
+            _run_with_progress(source_id, full_refresh=False)
+        except RunFailed as exc:
+            if source_id != DEMO_OUTAGE_SOURCE:
+                raise
+            console.print(f"  [red]✗[/] {exc}", highlight=False)
     with ExchangeState() as state:
         state.upgrade()
         history = state.runs(limit=2 * len(source_ids))
@@ -896,6 +912,19 @@ def _demo_syncs(deployment, systems: list, api_url: str, airflow: bool) -> None:
         _runs_table(list(reversed(history)), title="sync runs (first full, then incremental)")
     )
     console.print(f"changed rows per source: {changed}")
+
+
+def _demo_cards(deployment) -> None:
+    """The supervision cards after the demo's syncs (``govx quality check``)."""
+    import datetime as dt
+
+    from exchange.state import ExchangeState
+    from quality.monitor import run_check
+
+    now = dt.datetime.now(dt.UTC)
+    with ExchangeState() as state:
+        result = run_check(deployment, state, now)
+    console.print(_cards_table(result.statuses, now))
 
 
 def _demo_lookup(systems: list) -> None:
