@@ -4,7 +4,8 @@
 stale and one dirty source); chromium loads ``/admin``, and the test checks what an admin sees:
 the stale source's card is yellow and the dirty source's red (the badges' computed colours), the
 source page's SVG chart has bars and a pass-rate line of non-zero size, the quarantine browser
-shows held rows with no raw ID number in the page text, and no request left the loopback server.
+shows held rows with no raw ID number in the page text, no request left the loopback server, and
+a Data Docs page's CDN links are blocked by its Content-Security-Policy.
 
 ``make test`` installs chromium (``make browser``); without it the test is skipped with the
 reason, except under ``CI=true``, where a missing browser fails it.
@@ -153,5 +154,20 @@ def test_dashboard_in_chromium(chromium: object, served: str, tmp_path: Path) ->
     page.screenshot(path=str(tmp_path / "quarantine.png"), full_page=True)
 
     assert requested and all(url.startswith(served) for url in requested), requested
+
+    # The Data Docs: GX's renderer links CDNs; the pages' Content-Security-Policy keeps the
+    # browser from fetching them.
+    blocked: dict[str, str | None] = {}
+    page.on("requestfailed", lambda request: blocked.__setitem__(request.url, request.failure))
+    page.goto(f"{served}/admin/data-docs/")
+    links = page.locator('a[href$=".html"]')
+    if links.count() == 0:  # no gate run has built them in this deployment
+        assert "尚未生成" in page.locator("h1").inner_text()
+    else:
+        before = len(requested)
+        page.goto(f"{served}/admin/data-docs/{links.first.get_attribute('href')}")
+        page.wait_for_load_state("load")
+        offsite = [url for url in requested[before:] if not url.startswith(served)]
+        assert all(blocked.get(url) == "csp" for url in offsite), (offsite, blocked)
     context.close()
     print(f"browser walk: {time.monotonic() - started:.1f} s")

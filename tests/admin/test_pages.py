@@ -71,9 +71,13 @@ def test_pages_load_nothing_from_the_network(client: TestClient) -> None:
         "/admin/data-docs/",
         "/admin/login",
     ):
-        html = client.get(path).text
+        response = client.get(path)
+        html = response.text
         assert not EXTERNAL.search(html), path
         assert "<script" not in html and "@import" not in html, path
+        policy = response.headers["content-security-policy"]
+        assert policy.startswith(("default-src 'none'", "default-src 'self'")), path
+        assert "http" not in policy and "*" not in policy, path
 
 
 def test_source_page_has_the_run_history_and_the_chart(client: TestClient) -> None:
@@ -176,10 +180,17 @@ def test_data_docs_missing_then_served_read_only(
         root = data_docs_root()
         assert root == home / "quality" / "data_docs"
         (root / "validations").mkdir(parents=True)
-        (root / "index.html").write_text("<html><body>expectation suites</body></html>")
+        (root / "index.html").write_text(
+            '<html><head><script src="https://cdn.example/x.js"></script></head>'
+            "<body>expectation suites</body></html>"
+        )
         (root / "validations" / "run.html").write_text("<html>one validation</html>")
         (home / "secret.txt").write_text("outside the docs")
-        assert "expectation suites" in client.get("/admin/data-docs/").text
+        index = client.get("/admin/data-docs/")
+        assert "expectation suites" in index.text
+        # a renderer's CDN links are not followed: the browser may load from this server only
+        policy = index.headers["content-security-policy"]
+        assert "default-src 'self'" in policy and "http" not in policy and "*" not in policy
         assert client.get("/admin/data-docs", follow_redirects=False).status_code == 307
         assert "one validation" in client.get("/admin/data-docs/validations/run.html").text
         assert "expectation suites" in client.get("/admin/data-docs/validations/../").text
