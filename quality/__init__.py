@@ -1,7 +1,9 @@
 """Data quality: the gate every incoming row passes before it becomes a license.
 
-Today the gate checks rows against the catalogue's rules (holder identifiers by kind, required
-fields, dates and their order); Great Expectations suites and supervision cards build on it.
+The gate (:mod:`quality.gate`) validates each batch with the source's Great Expectations suite
+(:mod:`quality.suite`, generated from the catalogue and the source's YAML, on check columns
+computed in :mod:`quality.checks`) and splits it row by row; :mod:`quality.docs` renders the
+validations as GX Data Docs. Supervision cards build on the run history.
 """
 
 from quality.gate import GateResult, RowGate

@@ -1,41 +1,48 @@
 """The row-level quality gate: split a batch into rows that may become licenses and rows to hold.
 
-Every incoming row ends in exactly one place: it passes, or it is quarantined with the reasons it
-failed (identifiers masked). The rules come from the catalogue: for each license a source row
-feeds, the holder identifier must be valid for the license type's holder kind, the name and
-number must be present, dates must be dates and a license must not expire before it is issued.
+Every incoming row ends in exactly one place: it passes, or it is quarantined with the rules it
+failed. The rules are the source's Great Expectations suite (:mod:`quality.suite`, generated
+from the catalogue plus the source's YAML); GX validates the batch with ``result_format``
+``COMPLETE`` and the indexes of each expectation's unexpected rows decide the split. A held
+row carries ``_govx_reasons`` (one masked, human message per failed rule, e.g.
+``id_number: bad check character (4406**********0021)``) and ``_govx_expectations`` (the
+failed rules with their GX expectation types).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from exchange.config import Deployment, LicenseMapping, SourceConfig
-from exchange.standards.dates import to_date
-from exchange.standards.holder_ids import (
-    HolderKind,
-    InvalidIdentifier,
-    mask_id,
-    validate_ric,
-    validate_uscc,
-)
-from license_store.records import MAX_NUMBER_LENGTH
+from quality.suite import SourceSuite, SuiteError, gx_batch_definition, source_suite
 
-__all__ = ["REASONS_COLUMN", "GateResult", "MissingColumns", "RowGate", "applies"]
+__all__ = [
+    "EXPECTATIONS_COLUMN",
+    "REASONS_COLUMN",
+    "GateResult",
+    "MissingColumns",
+    "RowGate",
+    "SuiteError",
+    "applies",
+]
 
 REASONS_COLUMN = "_govx_reasons"
+EXPECTATIONS_COLUMN = "_govx_expectations"
+RESULT_FORMAT = {
+    "result_format": "COMPLETE",
+    "partial_unexpected_count": 0,
+    "return_unexpected_index_query": False,
+}
 
 
-def is_ric(value: object) -> bool:
-    """Whether a value passes as a resident identity number."""
-    try:
-        validate_ric(value)
-    except InvalidIdentifier:
-        return False
-    return True
+def _blank(value: object) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
 
 
 def applies(mapping: LicenseMapping, row: dict) -> bool:
@@ -58,115 +65,115 @@ class MissingColumns(ValueError):
 
 @dataclass(frozen=True)
 class GateResult:
-    """The two halves of a batch; ``quarantined`` carries a list of reasons per row."""
+    """The two halves of a batch; ``quarantined`` carries its reasons and failed expectations.
+
+    ``validation`` is the GX suite validation result of the batch (``None`` for a batch held
+    whole without validating it).
+    """
 
     passed: pa.Table
     quarantined: pa.Table
+    validation: Any = field(default=None, compare=False, repr=False)
 
 
-def _blank(value: object) -> bool:
-    return value is None or (isinstance(value, str) and not value.strip())
+def _held(table: pa.Table, reasons: list[list[str]], rules: list[list[str]]) -> pa.Table:
+    strings = pa.list_(pa.string())
+    return table.append_column(REASONS_COLUMN, pa.array(reasons, type=strings)).append_column(
+        EXPECTATIONS_COLUMN, pa.array(rules, type=strings)
+    )
 
 
 class RowGate:
-    """Checks the rows of one source against the rules of the license types it feeds."""
+    """Checks the rows of one source against its Great Expectations suite."""
 
     def __init__(self, source: SourceConfig, deployment: Deployment) -> None:
         self.source = source
-        self.rules = [
-            (mapping, deployment.license_type_by_id[mapping.type].holder_kind)
-            for mapping in source.licenses
-        ]
+        self.deployment = deployment
         self.columns = set(source.primary_key).union(*(m.columns() for m in source.licenses))
+        self._suite: SourceSuite | None = None
 
-    def _mapping_reasons(self, row: dict, mapping: LicenseMapping, kind: HolderKind) -> list[str]:
-        reasons = []
-        holder = row.get(mapping.holder_id)
-        if _blank(holder):
-            reasons.append(f"{mapping.holder_id}: missing")
-        else:
-            try:
-                if kind is HolderKind.NATURAL:
-                    validate_ric(holder, mapping.holder_id)
-                else:
-                    validate_uscc(holder, mapping.holder_id)
-                    if is_ric(holder):
-                        reasons.append(
-                            f"{mapping.holder_id}: a resident identity number where a credit "
-                            f"code is expected ({mask_id(holder)})"
-                        )
-            except InvalidIdentifier as exc:
-                reasons.append(str(exc))
-        for column in (mapping.holder_name, mapping.number, mapping.issue_date):
-            if _blank(row.get(column)):
-                reasons.append(f"{column}: missing")
-        dates = {}
-        for column in (mapping.issue_date, mapping.valid_from, mapping.valid_to):
-            if column is None or _blank(row.get(column)):
-                continue
-            try:
-                dates[column] = to_date(row[column])
-            except ValueError as exc:
-                reasons.append(f"{column}: {exc}")
-        issued = dates.get(mapping.issue_date)
-        until = dates.get(mapping.valid_to) if mapping.valid_to else None
-        if issued and until and until < issued:
-            reasons.append(f"{mapping.valid_to}: ends {until} before issue date {issued}")
-        number = row.get(mapping.number)
-        if not _blank(number) and len(str(number).strip()) > MAX_NUMBER_LENGTH:
-            reasons.append(f"{mapping.number}: longer than {MAX_NUMBER_LENGTH} characters")
-        if mapping.status:
-            value = row.get(mapping.status)
-            text = "" if value is None else str(value).strip()
-            if text not in mapping.status_values:
-                known = ", ".join(mapping.status_values)
-                reasons.append(f"{mapping.status}: unknown status {text[:32]!r} (mapped: {known})")
-        return reasons
-
-    def check_row(self, row: dict) -> list[str]:
-        """Every reason the row cannot be loaded or become licenses (empty: it passes)."""
-        reasons = [
-            f"{column}: primary key missing"
-            for column in self.source.primary_key
-            if _blank(row.get(column))
-        ]
-        for mapping, kind in self.rules:
-            if not applies(mapping, row):
-                continue
-            for reason in self._mapping_reasons(row, mapping, kind):
-                if reason not in reasons:
-                    reasons.append(reason)
-        return reasons
+    @property
+    def suite(self) -> SourceSuite:
+        """The source's suite (built on first use, then shared by the process)."""
+        if self._suite is None:
+            self._suite = source_suite(self.source, self.deployment)
+        return self._suite
 
     def hold(self, batch: pa.RecordBatch | pa.Table, reason: str) -> GateResult:
         """Hold every row of the batch with the same reason (e.g. a schema drift to review)."""
         table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
-        reasons = pa.array([[reason]] * table.num_rows, type=pa.list_(pa.string()))
+        rows = table.num_rows
         return GateResult(
-            passed=table.slice(0, 0), quarantined=table.append_column(REASONS_COLUMN, reasons)
+            passed=table.slice(0, 0), quarantined=_held(table, [[reason]] * rows, [[]] * rows)
         )
 
-    def split(self, batch: pa.RecordBatch | pa.Table) -> GateResult:
-        """Split a batch; raises :class:`MissingColumns` if mapped columns are absent."""
-        table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
-        missing = sorted(self.columns - set(table.column_names))
+    def _check_columns(self, table: pa.Table) -> None:
+        needed = self.columns | {
+            name for name in self.suite.columns if not name.startswith("govx.")
+        }
+        missing = sorted(needed - set(table.column_names))
         if missing:
             raise MissingColumns(
                 f"source {self.source.id}: columns {', '.join(missing)} are the primary key or "
                 "mapped to licenses but missing from the extracted data"
             )
-        rows = table.select(sorted(self.columns)).to_pylist()
-        keep: list[bool] = []
-        held_reasons: list[list[str]] = []
-        for row in rows:
-            reasons = self.check_row(row)
-            keep.append(not reasons)
-            if reasons:
-                held_reasons.append(reasons)
+
+    def validate(self, table: pa.Table) -> tuple[Any, pa.Table]:
+        """Validate a batch with the suite: the GX result and the frame it was computed on."""
+        suite = self.suite
+        frame = suite.frame(table)
+        batch = gx_batch_definition().get_batch(batch_parameters={"dataframe": frame})
+        result = batch.validate(suite.suite, result_format=RESULT_FORMAT)
+        return result, pa.Table.from_pandas(frame, preserve_index=False)
+
+    def split(self, batch: pa.RecordBatch | pa.Table) -> GateResult:
+        """Split a batch; raises :class:`MissingColumns` if mapped columns are absent."""
+        table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
+        self._check_columns(table)
+        if table.num_rows == 0:
+            return GateResult(passed=table, quarantined=_held(table, [], []))
+        result, frame = self.validate(table)
+        failures: dict[int, list[tuple[int, str, str]]] = defaultdict(list)
+        for outcome in result.results:
+            config = outcome.expectation_config
+            index = config.meta["govx_index"]
+            rule = self.suite.rules[index]
+            info = outcome.exception_info or {}
+            if info.get("raised_exception"):
+                raise SuiteError(
+                    f"source {self.source.id}: rule {rule.name} could not be evaluated: "
+                    f"{info.get('exception_message')}"
+                )
+            if outcome.success:
+                continue
+            rows = np.asarray(outcome.result.get("unexpected_index_list") or [], dtype=np.int64)
+            if not len(rows):
+                raise SuiteError(
+                    f"source {self.source.id}: rule {rule.name} failed without naming rows"
+                )
+            values = {
+                name: pc.take(frame.column(name), pa.array(rows)).to_pylist() for name in rule.reads
+            }
+            for position, row in enumerate(rows.tolist()):
+                message = rule.message({name: values[name][position] for name in rule.reads})
+                failures[row].append((index, message, rule.label))
+        keep = np.ones(table.num_rows, dtype=bool)
+        keep[list(failures)] = False
+        held_rows = np.flatnonzero(~keep)
+        reasons, rules = [], []
+        for row in held_rows.tolist():
+            messages: list[str] = []
+            labels: list[str] = []
+            for _, message, label in sorted(failures[row], key=lambda item: item[0]):
+                if message not in messages:
+                    messages.append(message)
+                if label not in labels:
+                    labels.append(label)
+            reasons.append(messages)
+            rules.append(labels)
         mask = pa.array(keep, type=pa.bool_())
-        passed = table.filter(mask)
-        held = table.filter(pc.invert(mask))
-        held = held.append_column(
-            REASONS_COLUMN, pa.array(held_reasons, type=pa.list_(pa.string()))
+        return GateResult(
+            passed=table.filter(mask),
+            quarantined=_held(table.take(pa.array(held_rows)), reasons, rules),
+            validation=result,
         )
-        return GateResult(passed=passed, quarantined=held)

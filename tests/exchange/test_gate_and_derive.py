@@ -25,14 +25,20 @@ GOOD = rid("44060420050101123")
 OLDER = rid("44010319900512002")
 
 
+def person_id_number(person_id: int) -> str:
+    """A distinct valid resident ID per person, born 1990-05-12 (the ``OLDER`` region)."""
+    return rid(f"44010319900512{person_id:03d}")
+
+
 def person(person_id: int, id_number: str, **overrides: object) -> dict:
+    """A household row; its birth date is the one inside ``id_number`` unless overridden."""
     row = {
         "person_id": person_id,
         "id_number": id_number,
         "name": "陈小明",
         "gender": "男",
         "ethnicity": "汉",
-        "birth_date": dt.date(2005, 1, 1),
+        "birth_date": dt.date(int(id_number[6:10]), int(id_number[10:12]), int(id_number[12:14])),
         "address": "广东省佛山市禅城区祖庙街道升平路1号",
         "card_issue_date": "2021-03-01",
         "card_valid_from": "2021-03-01",
@@ -59,10 +65,10 @@ def test_gate_splits_rows_and_masks_reasons(deployment) -> None:
     rows = [
         person(1, GOOD),
         person(2, GOOD[:-1] + ("0" if GOOD[-1] != "0" else "1")),  # bad check character
-        person(3, OLDER, name=" "),  # blank name
-        person(4, OLDER, card_valid_to="2020-01-01"),  # expires before issue
-        person(5, OLDER, registered_on="yesterday"),  # not a date
-        person(6, OLDER),
+        person(3, person_id_number(3), name=" "),  # blank name
+        person(4, person_id_number(4), card_valid_to="2020-01-01"),  # expires before issue
+        person(5, person_id_number(5), registered_on="yesterday"),  # not a date
+        person(6, person_id_number(6)),
     ]
     result = RowGate(source, deployment).split(pa.Table.from_pylist(rows))
     assert result.passed.column("person_id").to_pylist() == [1, 6]
