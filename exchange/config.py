@@ -311,7 +311,18 @@ class QualityConfig(_Model):
         description="a batch with a larger share of quarantined rows is held whole: nothing "
         "merged, the cursor stays, the source gets a red card",
     )
-    expectations: tuple[Expectation, ...] = ()
+    min_rows_for_threshold: int = Field(
+        default=20,
+        ge=1,
+        description="batches with fewer rows are never held whole (a few re-read rows at the "
+        "cursor, one of them dirty, are no reason to stop a source); their bad rows are still "
+        "quarantined",
+    )
+    expectations: tuple[Expectation, ...] = Field(
+        default=(),
+        description="extra built-in row-level GX expectations ({type: expect_..., kwargs}) "
+        "added to the source's generated suite",
+    )
 
 
 class MonitoringConfig(_Model):

@@ -1,9 +1,11 @@
 """Sync runs and source cursors: the exchange's memory of what it has pulled and how far.
 
-A run goes ``running`` -> ``landed`` (its batch is in the lake) -> ``succeeded`` (committed) or
-``failed``. Committing is one transaction: the run record, the new cursor, and the run's curated
-row versions file and quarantine file (written beforehand under names nothing reads until this
-row points at them). A run killed before it is simply re-done from the old cursor.
+A run goes ``running`` -> ``landed`` (its batch is in the lake) -> ``succeeded`` (committed),
+``failed``, or ``held`` (too many rows failed the quality gate: nothing merged, the cursor stays,
+the quarantine file is kept for review). Committing is one transaction: the run record, the new
+cursor, and the run's curated row versions file and quarantine file (written beforehand under
+names nothing reads until this row points at them). A run killed before it is simply re-done
+from the old cursor.
 
 License derivation follows the commit: ``licenses_published_at`` stays empty until the run's
 row versions are in the license library, and :meth:`ExchangeState.pending_license_runs` lists
@@ -80,6 +82,7 @@ class RunStatus(enum.StrEnum):
     LANDED = "landed"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    HELD = "held"  # the quality gate held the whole batch: nothing merged, the cursor stayed
 
 
 @dataclass(frozen=True)
@@ -282,6 +285,41 @@ class ExchangeState:
             ).rowcount
             if not moved:
                 conn.execute(source_cursors.insert().values(source_id=run.source_id, **values))
+        return self.run(run.run_id)
+
+    def hold_run(
+        self,
+        run: RunRecord,
+        *,
+        rows_loaded: int,
+        rows_quarantined: int,
+        quarantine_path: str | None,
+        reason: str,
+    ) -> RunRecord:
+        """End a landed run as ``held``: the gate refused its batch; the cursor does not move.
+
+        One transaction. ``rows_loaded`` counts the rows that passed the gate (none of them is
+        merged), ``rows_quarantined`` those that failed it; ``quarantine_path`` keeps the
+        failing rows for review. Refused like :meth:`finish_run` if the run is no longer landed.
+        """
+        with begin_write(self.engine) as conn:
+            held = conn.execute(
+                sync_runs.update()
+                .where(
+                    sync_runs.c.run_id == run.run_id,
+                    sync_runs.c.status == RunStatus.LANDED.value,
+                )
+                .values(
+                    status=RunStatus.HELD.value,
+                    finished_at=_now(),
+                    rows_loaded=rows_loaded,
+                    rows_quarantined=rows_quarantined,
+                    quarantine_path=quarantine_path,
+                    error=reason[:4000],
+                )
+            ).rowcount
+            if not held:
+                raise RunNotLanded(f"run {run.run_id} is no longer landed; nothing held")
         return self.run(run.run_id)
 
     def pending_license_runs(self, source_id: str) -> list[RunRecord]:

@@ -7,7 +7,9 @@ A run has three steps, which Airflow runs as three tasks and ``govx sync`` runs 
 2. :func:`publish` -- read the landed batch, split it through the quality gate, merge the rows
    that passed into the source's curated dataset (:mod:`exchange.curated`: only the row versions
    that changed are written) and keep held rows in the quarantine; then one state transaction
-   commits the run: its record, its curated and quarantine files, and the new cursor.
+   commits the run: its record, its curated and quarantine files, and the new cursor. If more
+   than ``quality.max_bad_fraction`` of the rows fail the gate, the run is ``held`` instead:
+   nothing is merged, the cursor stays, the quarantine file is kept for review.
 3. :func:`publish_licenses` -- turn every committed run's row versions that the license library
    has not seen yet into licenses (deletions revoke them), oldest run first.
 
@@ -69,10 +71,11 @@ class RunFailed(RuntimeError):
 def _is_terminal(exc: BaseException) -> bool:
     from connectors.errors import TerminalError
     from exchange.curated import SnapshotRefused
-    from quality.gate import MissingColumns
+    from quality.gate import MissingColumns, SuiteError
 
     return isinstance(
-        exc, TerminalError | MissingColumns | SchemaDriftError | SnapshotRefused | KeyError
+        exc,
+        TerminalError | MissingColumns | SuiteError | SchemaDriftError | SnapshotRefused | KeyError,
     )
 
 
@@ -251,6 +254,11 @@ def _held_for_drift(run: RunRecord, source: SourceConfig) -> str | None:
     )
 
 
+GATE_BATCH_ROWS = 200_000
+"""Rows the gate validates at once: GX's cost per validation is mostly per expectation, not
+per row, so a landed run is read back in large batches."""
+
+
 def _gate_into(
     merge: RunMerge,
     run: RunRecord,
@@ -258,6 +266,7 @@ def _gate_into(
     deployment: Deployment,
     counts: dict[str, int],
     held: list[pa.Table],
+    validations: list[object],
     on_rows: ProgressCallback | None,
 ) -> None:
     """Split every landed batch: passed rows are staged for the merge, held rows kept aside."""
@@ -265,15 +274,47 @@ def _gate_into(
 
     gate = RowGate(source, deployment)
     hold_all = _held_for_drift(run, source)
-    for batch in landed_batches(Path(run.landing_path or "")):
+    for batch in landed_batches(Path(run.landing_path or ""), batch_size=GATE_BATCH_ROWS):
         result = gate.hold(batch, hold_all) if hold_all else gate.split(batch)
         counts["loaded"] += result.passed.num_rows
         counts["quarantined"] += result.quarantined.num_rows
         merge.add(result.passed)
         if result.quarantined.num_rows:
             held.append(result.quarantined)
+        if result.validation is not None:
+            validations.append(result.validation)
         if on_rows:
             on_rows(batch.num_rows)
+
+
+def _held_batch_reason(source: SourceConfig, rows: int, quarantined: int) -> str | None:
+    """Why the gate holds a whole batch: too large a share of its rows failed (``None``: not).
+
+    Batches smaller than ``quality.min_rows_for_threshold`` are never held whole.
+    """
+    quality = source.quality
+    if rows < quality.min_rows_for_threshold or quarantined <= quality.max_bad_fraction * rows:
+        return None
+    return (
+        f"held: {quarantined / rows:.0%} of rows failed the quality gate "
+        f"(max_bad_fraction {quality.max_bad_fraction:.0%})"
+    )
+
+
+class BatchHeld(Exception):
+    """The gate held a run's whole batch (the run is recorded ``held``)."""
+
+
+def _build_data_docs(run: RunRecord, validations: list[object], status: str) -> None:
+    """Render the run's Data Docs page; a failure to render never fails the run."""
+    from quality.docs import build_data_docs
+
+    try:
+        build_data_docs(run.source_id, run.run_id, validations, status=status)
+    except Exception as exc:
+        log.warning(
+            "run %s of %s: Data Docs not built: %s", run.run_id, run.source_id, _reason(exc)
+        )
 
 
 def publish(
@@ -307,17 +348,32 @@ def publish(
     source = deployment.source(run.source_id)
     counts = {"loaded": 0, "quarantined": 0}
     held: list[pa.Table] = []
+    validations: list[object] = []
     merge: RunMerge | None = None
     try:
         landing = Path(run.landing_path or "")
         manifest = read_manifest(landing)
         merge = RunMerge(source, run, state.committed_versions([source.id]))
-        _gate_into(merge, run, source, deployment, counts, held, on_rows)
+        _gate_into(merge, run, source, deployment, counts, held, validations, on_rows)
         if counts["loaded"] + counts["quarantined"] != manifest.rows:
             raise RuntimeError(
                 f"row accounting broken: {manifest.rows} landed, {counts['loaded']} loaded, "
                 f"{counts['quarantined']} quarantined"
             )
+        hold_reason = None
+        if not _held_for_drift(run, source):
+            hold_reason = _held_batch_reason(source, manifest.rows, counts["quarantined"])
+        if hold_reason:
+            merge.discard_staging()
+            quarantine = write_quarantine(run.source_id, run_id, pa.concat_tables(held))
+            state.hold_run(
+                run,
+                rows_loaded=counts["loaded"],
+                rows_quarantined=counts["quarantined"],
+                quarantine_path=str(quarantine),
+                reason=hold_reason,
+            )
+            raise BatchHeld(hold_reason)
         merged = merge.finish([landing / name for name in manifest.files])
         quarantine = (
             write_quarantine(run.source_id, run_id, pa.concat_tables(held)) if held else None
@@ -333,6 +389,18 @@ def publish(
             if _held_for_drift(run, source) or not manifest.rows
             else manifest.schema,
         )
+    except BatchHeld:
+        _build_data_docs(run, validations, RunStatus.HELD.value)
+        log.error(
+            "run %s of %s: %s; %d of %d rows quarantined in %s, nothing merged, cursor kept",
+            run_id,
+            run.source_id,
+            hold_reason,
+            counts["quarantined"],
+            manifest.rows,
+            quarantine,
+        )
+        raise RunFailed(run.source_id, run_id, hold_reason or "held", terminal=True) from None
     except RunNotLanded:
         current = state.run(run_id)
         if current.status is RunStatus.SUCCEEDED:
@@ -351,6 +419,7 @@ def publish(
             state.record_error(run_id, reason)
         log.error("run %s of %s failed while publishing: %s", run_id, run.source_id, reason)
         raise RunFailed(run.source_id, run_id, reason, terminal=terminal) from None
+    _build_data_docs(run, validations, RunStatus.SUCCEEDED.value)
     if quarantine is not None:
         log.warning(
             "run %s of %s quarantined %d rows: %s",
