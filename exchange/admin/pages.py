@@ -33,10 +33,11 @@ from exchange.admin.quarantine import NotHeld, held_file, held_files, read_page
 from exchange.admin.timefmt import age_text, local_time
 from exchange.config import Deployment, load_deployment
 from exchange.migrations import MIGRATIONS
-from exchange.settings import config_dir, govx_home, lake_dir
+from exchange.settings import config_dir, lake_dir
 from exchange.standards.holder_ids import mask_ids_in_text
 from exchange.state import ExchangeState, RunRecord
 from quality.cards import evaluate
+from quality.docs import data_docs_dir
 from quality.history import source_history
 
 __all__ = ["AdminPageError", "login_router", "render_error", "router", "templates"]
@@ -300,11 +301,7 @@ def quarantine_run(
 
 def data_docs_root() -> Path:
     """Where the quality gate builds its Data Docs (``$GOVX_HOME/quality/data_docs``)."""
-    try:
-        from quality.docs import data_docs_dir
-    except ImportError:  # the gate that builds them is not installed in this version
-        return govx_home() / "quality" / "data_docs"
-    return Path(data_docs_dir())
+    return data_docs_dir()
 
 
 @router.get("/data-docs", include_in_schema=False)
