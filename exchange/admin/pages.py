@@ -156,6 +156,11 @@ def _not_found(what: str) -> AdminPageError:
     return AdminPageError(404, "not_found", "未找到 (not found)", what)
 
 
+def _echo(value: str) -> str:
+    """A path parameter as an error page may repeat it: bounded, anything ID-shaped masked."""
+    return repr(mask_ids_in_text(value[:64]))
+
+
 def status_label(status: object) -> str:
     return STATUS_LABELS.get(str(status), str(status))
 
@@ -231,7 +236,7 @@ def source_page(request: Request, source_id: str) -> HTMLResponse:
     deployment = _deployment()
     source = deployment.source_by_id.get(source_id)
     if source is None:
-        raise _not_found(f"No source {source_id[:64]!r} in this deployment.")
+        raise _not_found(f"No source {_echo(source_id)} in this deployment.")
     with _state() as state:
         runs = source_history(state, source_id, limit=RUN_HISTORY).runs
         status = next((s for s in evaluate(deployment, state) if s.source_id == source_id), None)
@@ -256,7 +261,7 @@ def source_page(request: Request, source_id: str) -> HTMLResponse:
 
 @router.get("/quarantine", response_class=HTMLResponse)
 def quarantine_list(request: Request) -> HTMLResponse:
-    """Every committed quarantine file, newest first, with its row count."""
+    """Every recorded quarantine file, newest first, with its row count."""
     deployment = _deployment()
     with _state() as state:
         files = held_files(deployment, state, lake_dir())
@@ -283,7 +288,7 @@ def quarantine_run(
             held = held_file(deployment, state, lake_dir(), source_id, run_id)
         except NotHeld:
             raise _not_found(
-                f"No quarantine file of run {run_id[:64]!r} of source {source_id[:64]!r}."
+                f"No quarantine file of run {_echo(run_id)} of source {_echo(source_id)}."
             ) from None
     source = deployment.source_by_id[source_id]
     return _render(

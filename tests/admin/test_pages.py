@@ -109,6 +109,16 @@ def test_unknown_source_or_run_is_a_404_page(client: TestClient) -> None:
         assert 'data-code="not_found"' in response.text
 
 
+def test_an_error_page_never_repeats_an_id(client: TestClient) -> None:
+    [run] = held_runs(CLEAN_SOURCE)
+    table = pq.read_table(run.quarantine_path)
+    resident = table.column("id_number")[0].as_py()
+    for path in (f"/admin/sources/{resident}", f"/admin/quarantine/{resident}/{resident}"):
+        response = client.get(path)
+        assert response.status_code == 404
+        assert resident not in response.text and resident[:4] + "*" in response.text
+
+
 def test_path_traversal_never_reaches_the_lake(client: TestClient) -> None:
     [run] = held_runs(CLEAN_SOURCE)
     for path in (
