@@ -259,11 +259,13 @@ def quality_signal(source: SourceConfig, history: SourceHistory) -> Signal:
     red_below = 1 - source.quality.max_bad_fraction
     yellow_below = source.monitoring.min_pass_rate
     if _status(newest) == HELD:
+        bad = newest.rows_quarantined
+        failed = f"{bad:,} of {newest.rows_read:,}" if bad is not None else "too many"
         return Signal(
             "quality",
             Card.RED,
-            f"batch of run {newest.run_id} held by the quality gate: more than "
-            f"{source.quality.max_bad_fraction:.0%} of {newest.rows_read:,} rows failed",
+            f"batch of run {newest.run_id} held by the quality gate: {failed} rows failed "
+            f"(more than max_bad_fraction {source.quality.max_bad_fraction:.0%})",
         )
     loaded = newest.rows_loaded if newest.rows_loaded is not None else newest.rows_read
     rate = loaded / newest.rows_read
@@ -300,7 +302,7 @@ def evaluate_source(
     deployment: Deployment, source: SourceConfig, state: ExchangeState, now: dt.datetime
 ) -> SourceStatus:
     """One source's signals and card."""
-    history = source_history(state, source.id, limit=max(21, source.monitoring.volume_history + 1))
+    history = source_history(state, source.id, limit=2 * (source.monitoring.volume_history + 1))
     limit = overdue_after(deployment, source)
     signals = (
         freshness_signal(source, history, limit, now),

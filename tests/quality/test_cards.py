@@ -224,7 +224,8 @@ def test_pass_rate_below_min_is_yellow_below_max_bad_fraction_red_and_held_red(
     status, signals = card_of(deployment, state)
     assert status.card is Card.RED
     assert signals["quality"].reason == (
-        f"batch of run {run_id} held by the quality gate: more than 10% of 200 rows failed"
+        f"batch of run {run_id} held by the quality gate: 200 of 200 rows failed "
+        "(more than max_bad_fraction 10%)"
     )
     assert status.last_run is not None and status.last_run.status == "held"
     assert signals["failures"].card is Card.GREEN  # a held batch is not a failed run
