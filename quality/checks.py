@@ -119,12 +119,14 @@ def _bool(values: pa.Array) -> np.ndarray:
 def _strict_dates(text: pa.Array, fmt: str) -> pa.Array:
     """``text`` parsed with ``fmt``; null unless it is a real calendar date written that way.
 
-    pyarrow's ``strptime`` rolls 30 February over into March; formatting the date back and
-    comparing it with the text refuses such dates.
+    pyarrow's ``strptime`` rolls 30 February over into March; formatting such a date back and
+    comparing it with the text refuses it.
     """
     stamps = pc.strptime(text, format=fmt, unit="s", error_is_null=True)
-    exact = pc.equal(pc.strftime(stamps, format=fmt), text)
-    return pc.cast(pc.if_else(exact, stamps, pa.scalar(None, stamps.type)), pa.date32())
+    # a rolled-over date lands on day 1, 2 or 3 of the next month: only those are formatted back
+    doubtful = pc.if_else(pc.less_equal(pc.day(stamps), 3), stamps, pa.scalar(None, stamps.type))
+    rolled = pc.fill_null(pc.not_equal(pc.strftime(doubtful, format=fmt), text), False)
+    return pc.cast(pc.if_else(rolled, pa.scalar(None, stamps.type), stamps), pa.date32())
 
 
 def ric_birth_dates(ids: pa.Array) -> pa.Array:

@@ -120,11 +120,15 @@ class RowGate:
 
     def validate(self, table: pa.Table) -> tuple[Any, pa.Table]:
         """Validate a batch with the suite: the GX result and the frame it was computed on."""
-        suite = self.suite
-        frame = suite.frame(table)
-        batch = gx_batch_definition().get_batch(batch_parameters={"dataframe": frame})
-        result = batch.validate(suite.suite, result_format=RESULT_FORMAT)
-        return result, pa.Table.from_pandas(frame, preserve_index=False)
+        arrow, frame = self.suite.frame(table)
+        from great_expectations.validator.v1_validator import Validator
+
+        validator = Validator(
+            batch_definition=gx_batch_definition(),
+            result_format=RESULT_FORMAT,
+            batch_parameters={"dataframe": frame},
+        )
+        return validator.validate_expectation_suite(self.suite.suite), arrow
 
     def split(self, batch: pa.RecordBatch | pa.Table) -> GateResult:
         """Split a batch; raises :class:`MissingColumns` if mapped columns are absent."""

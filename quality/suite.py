@@ -93,13 +93,14 @@ class SourceSuite:
     columns: dict[str, _Column] = field(default_factory=dict)
     suite: Any = None  # great_expectations.ExpectationSuite once built
 
-    def frame(self, table: pa.Table) -> pd.DataFrame:
-        """The columns the expectations read, computed from the batch (Arrow-backed pandas)."""
+    def frame(self, table: pa.Table) -> tuple[pa.Table, pd.DataFrame]:
+        """The columns the expectations read, computed from the batch: as Arrow, and as the
+        numpy-backed pandas frame GX validates (dates as ``datetime64``, text as objects)."""
         computed: dict[str, pa.Array] = {}
         for column in self.columns.values():
             computed[column.name] = column.compute(table, computed)
-        frame = pa.table(computed) if computed else pa.table({LATEST: pa.array([], pa.bool_())})
-        return frame.to_pandas(types_mapper=pd.ArrowDtype, ignore_metadata=True)
+        arrow = pa.table(computed)
+        return arrow, arrow.to_pandas(date_as_object=False, ignore_metadata=True)
 
 
 def _chunked(table: pa.Table, column: str) -> pa.Array:
