@@ -106,10 +106,11 @@ def _fixed_width(values: pa.Array, rows: np.ndarray) -> np.ndarray:
 
 def _codes(size: int, problems: list[tuple[np.ndarray, str]]) -> pa.Array:
     """A string column holding, per row, the first problem found (null: none)."""
-    codes = np.full(size, None, dtype=object)
-    for mask, code in reversed(problems):  # the first problem in the list wins
-        codes[mask] = code
-    return pa.array(codes, type=pa.string())
+    index = np.full(size, -1, dtype=np.int8)
+    for number, (mask, _) in reversed(list(enumerate(problems))):  # the first problem wins
+        index[mask] = number
+    names = pa.array([code for _, code in problems], type=pa.string())
+    return pc.take(names, pa.array(index, mask=index < 0))
 
 
 def _bool(values: pa.Array) -> np.ndarray:
@@ -249,11 +250,15 @@ def dates(values: pa.Array) -> tuple[pa.Array, pa.Array]:
     if not len(doubtful):
         return parsed, pa.nulls(size, pa.string())
     # the few values pyarrow could not parse: to_date decides, with its reason
-    fixed = np.array(parsed.to_pylist(), dtype=object)
+    fixed: list[dt.date | None] = []
     errors = np.full(size, None, dtype=object)
     for row, value in zip(doubtful, pc.take(values, pa.array(doubtful)).to_pylist(), strict=True):
         try:
-            fixed[row] = to_date(value)
+            fixed.append(to_date(value))
         except ValueError as exc:
+            fixed.append(None)
             errors[row] = str(exc)
-    return pa.array(fixed, pa.date32()), pa.array(errors, pa.string())
+    mask = np.zeros(size, dtype=bool)
+    mask[doubtful] = True
+    parsed = pc.replace_with_mask(parsed, pa.array(mask), pa.array(fixed, pa.date32()))
+    return parsed, pa.array(errors, pa.string())
