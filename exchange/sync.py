@@ -295,8 +295,11 @@ def _held_batch_reason(source: SourceConfig, rows: int, quarantined: int) -> str
     quality = source.quality
     if rows < quality.min_rows_for_threshold or quarantined <= quality.max_bad_fraction * rows:
         return None
+    share = quarantined / rows
+    # one decimal when whole percents would hide that the share is above the limit (10.4% > 10%)
+    shown = f"{share:.0%}" if round(share, 2) > quality.max_bad_fraction else f"{share:.1%}"
     return (
-        f"held: {quarantined / rows:.0%} of rows failed the quality gate "
+        f"held: {shown} of rows failed the quality gate "
         f"(max_bad_fraction {quality.max_bad_fraction:.0%})"
     )
 
