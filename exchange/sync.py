@@ -332,6 +332,7 @@ def publish(
     as the commit) returns it unchanged.
     """
     from exchange.curated import RunMerge
+    from exchange.replay import is_replay
 
     context = context or SyncContext()
     state = context.get_state()
@@ -363,8 +364,9 @@ def publish(
                 f"row accounting broken: {manifest.rows} landed, {counts['loaded']} loaded, "
                 f"{counts['quarantined']} quarantined"
             )
+        replaying = is_replay(run)  # held rows on a second try: whatever still fails is held again
         hold_reason = None
-        if not _held_for_drift(run, source):
+        if not _held_for_drift(run, source) and not replaying:
             hold_reason = _held_batch_reason(source, manifest.rows, counts["quarantined"])
         if hold_reason:
             merge.discard_staging()
@@ -389,7 +391,7 @@ def publish(
             curated_path=str(merged.path) if merged.path else None,
             quarantine_path=str(quarantine) if quarantine else None,
             accepted_schema=None
-            if _held_for_drift(run, source) or not manifest.rows
+            if _held_for_drift(run, source) or not manifest.rows or replaying
             else manifest.schema,
         )
     except BatchHeld:

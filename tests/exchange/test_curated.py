@@ -332,3 +332,33 @@ def test_quarantine_commands_print_reasons_not_personal_data(
     nothing = runner.invoke(app, ["quarantine", "replay", SOURCE], env={"COLUMNS": "200"})
     assert nothing.exit_code == 0 and "replay run" in nothing.output
     assert "0 loaded, 1 held again" in nothing.output
+
+
+def test_a_replay_is_never_held_whole_by_the_batch_threshold(
+    deployment: Deployment, registry: Path
+) -> None:
+    from exchange.replay import replay
+
+    with sqlite3.connect(registry) as conn:  # 25 residents whose IDs fail their check character
+        conn.executemany(
+            "INSERT INTO people VALUES (?, ?, ?, '2020-05-01', '2040-05-01', '0', ?)",
+            [
+                (n, resident_id(2 * n + 1)[:-1] + "0", f"居民{n}", f"2026-11-01 09:00:{n:02d}")
+                for n in range(10, 35)
+                if not resident_id(2 * n + 1).endswith("0")
+            ],
+        )
+    first = run(deployment)  # this source tolerates any share of bad rows
+    assert first.status is RunStatus.SUCCEEDED and first.rows_quarantined >= 20
+    strict = deployment.model_dump()
+    strict["sources"][0]["quality"] = {"max_bad_fraction": 0.1}
+    strict = Deployment.model_validate(strict)
+    with ExchangeState() as state:
+        schema_before = state.accepted_schema(SOURCE)
+    replayed = replay(SOURCE, context=SyncContext(deployment=strict))
+    # every replayed row fails again: held again row by row, but the run commits
+    assert replayed is not None and replayed.status is RunStatus.SUCCEEDED
+    assert replayed.rows_quarantined == replayed.rows_read == first.rows_quarantined
+    with ExchangeState() as state:
+        assert state.accepted_schema(SOURCE) == schema_before  # a replay accepts no schema
+        assert state.cursor(SOURCE) == first.cursor_after
