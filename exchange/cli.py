@@ -451,9 +451,7 @@ def quarantine_list(
         reasons = reason_counts(batch.path) if Path(batch.path).exists() else []
         top = f"{reasons[0][0]} (×{reasons[0][1]})" if reasons else "file missing"
         replayed = batch.replayed_by or ("re-read by next sync" if batch.status == "held" else "-")
-        table.add_row(
-            batch.source_id, batch.run_id, batch.status, f"{batch.rows:,}", replayed, top
-        )
+        table.add_row(batch.source_id, batch.run_id, batch.status, f"{batch.rows:,}", replayed, top)
     console.print(table, highlight=False)
 
 
@@ -918,13 +916,29 @@ def _demo_cards(deployment) -> None:
     """The supervision cards after the demo's syncs (``govx quality check``)."""
     import datetime as dt
 
+    from exchange.demo.alert_inbox import DEMO_ALERT_PORT, AlertInbox
     from exchange.state import ExchangeState
     from quality.monitor import run_check
 
     now = dt.datetime.now(dt.UTC)
+    try:
+        inbox: AlertInbox | None = AlertInbox(port=DEMO_ALERT_PORT)
+    except OSError as exc:
+        console.print(f"[yellow]alert inbox not started (port {DEMO_ALERT_PORT}: {exc})[/]")
+        inbox = None
     with ExchangeState() as state:
-        result = run_check(deployment, state, now)
+        if inbox is None:
+            result = run_check(deployment, state, now)
+        else:
+            with inbox:
+                result = run_check(deployment, state, now)
     console.print(_cards_table(result.statuses, now))
+    for alert in inbox.received if inbox is not None else []:
+        console.print(
+            f"  alert to {alert['department_name']} (webhook): {alert['source_name']} "
+            f"{alert['previous_card'] or 'new'} -> {alert['card']}: {'; '.join(alert['reasons'])}",
+            highlight=False,
+        )
 
 
 def _demo_lookup(systems: list) -> None:

@@ -91,6 +91,9 @@ def test_demo_without_airflow_shows_the_sample_applicant(isolated_govx_home: Pat
     assert not RAW_ID.search(output), "an unmasked ID reached the terminal"
     assert re.search(r"chancheng_birth_certificates\s+red\s+failures: 1 failed", output), output
     assert re.search(r"gd_business_registry\s+yellow\s+quality: pass rate", output), output
+    # the two departments' webhooks point at the demo's alert inbox: one alert per card change
+    assert re.search(r"alert to 广东省市场监督管理局 \(webhook\): \S+ new -> yellow", output)
+    assert re.search(r"alert to 佛山市禅城区卫生健康局 \(webhook\): \S+ new -> red", output), output
     code, output = govx("runs")
     assert code == 0 and re.search(r"gd_household_registry\s+\S+\s+ok\s+full", output), output
     with ExchangeState() as state:  # every kind of source: a full run, then an incremental one
