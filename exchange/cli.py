@@ -152,12 +152,12 @@ def _run_with_progress(source_id: str, full_refresh: bool):
         SpinnerColumn(),
         TextColumn("[bold]{task.description}"),
         BarColumn(),
-        TextColumn("{task.completed:,} rows"),
+        TextColumn("{task.completed:,} {task.fields[unit]}"),
         TimeElapsedColumn(),
         console=err_console,
         transient=False,
     ) as progress:
-        task = progress.add_task(f"{source_id}: extract + land", total=None)
+        task = progress.add_task(f"{source_id}: extract + land", total=None, unit="rows")
         landed = land(
             source_id,
             full_refresh=full_refresh,
@@ -165,12 +165,15 @@ def _run_with_progress(source_id: str, full_refresh: bool):
             on_rows=lambda n: progress.advance(task, n),
         )
         progress.update(task, total=landed.rows_read, completed=landed.rows_read)
-        gate = progress.add_task(f"{source_id}: gate + merge", total=landed.rows_read or None)
+        gate = progress.add_task(
+            f"{source_id}: gate + merge", total=landed.rows_read or None, unit="rows"
+        )
         publish(landed.run_id, context=context, on_rows=lambda n: progress.advance(gate, n))
         progress.update(gate, completed=landed.rows_read)
-        derive = progress.add_task(f"{source_id}: licenses", total=None)
-        publish_licenses(source_id, context=context)
-        progress.update(derive, total=1, completed=1)
+        derive = progress.add_task(f"{source_id}: licenses", total=None, unit="written")
+        published = publish_licenses(source_id, context=context)
+        written = sum((r.licenses_inserted or 0) + (r.licenses_updated or 0) for r in published)
+        progress.update(derive, total=written or 1, completed=written)
     return context.get_state().run(landed.run_id)
 
 
