@@ -967,6 +967,7 @@ def demo_simulator(
     and the Airflow DAGs reach it.
     """
     import contextlib
+    import signal
 
     from exchange.demo import department_api_env, start_department_api
     from exchange.settings import govx_home
@@ -978,6 +979,10 @@ def demo_simulator(
     with api:
         _write_demo_connections(department_api_env(api.url))
         console.print(f"serving {api.url}{api.path} (Ctrl-C stops)", highlight=False)
+        # Ctrl-C or SIGTERM stops it, even when started with SIGINT ignored (a background job
+        # of a non-interactive shell inherits that, and Python then leaves it ignored)
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, signal.default_int_handler)
         with contextlib.suppress(KeyboardInterrupt):
             while True:  # timed: SIGINT may land on a server thread, and only a main thread
                 time.sleep(0.2)  # back in Python code raises KeyboardInterrupt
