@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from exchange.admin import install_admin
+from exchange.config import Deployment, load_deployment
 from exchange.standards.holder_ids import HolderId, InvalidIdentifier, mask_id, parse_holder_id
 from exchange.standards.license_ids import parse_license_id
 from license_store.errors import (
@@ -398,12 +399,160 @@ def license_by_id(
     return _license_out(found)
 
 
+# -- readiness and the catalogues ---------------------------------------------------------------
+
+
+class Readiness(BaseModel):
+    """The store answers and its schema is this code's."""
+
+    status: Literal["ready"]
+    store: str = Field(description="the store's URL, password hidden")
+
+
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    tags=["operations"],
+    summary="Readiness",
+    responses=_problem_responses(503),
+)
+def readyz(store: StoreDep) -> Readiness:
+    """Ready when the store is reachable and its migrations are current (503 otherwise)."""
+    try:
+        current = store.is_current()
+    except Exception as error:  # any failure to reach the store means not ready
+        log.warning("readiness: store %s unreachable: %s", store.url, type(error).__name__)
+        raise ProblemError(
+            503, "store_unavailable", "Store unavailable", "the license store cannot be reached"
+        ) from None
+    if not current:
+        raise ProblemError(
+            503,
+            "store_not_ready",
+            "Store not migrated",
+            "the license store's schema is not this version's: run `govx db upgrade`",
+        )
+    return Readiness(status="ready", store=store.url)
+
+
+class FaceFieldOut(BaseModel):
+    name: str
+    label: str
+
+
+class DepartmentRef(BaseModel):
+    id: str
+    name: str
+    code: str = Field(description="unified social credit code")
+    region: str = Field(description="GB/T 2260 region code")
+
+
+class LicenseTypeOut(BaseModel):
+    """A license type of the catalogue (证照目录)."""
+
+    id: str
+    code: str = Field(description="catalogue type code")
+    name: str
+    holder_kind: Literal["natural", "legal"]
+    issuing_department: DepartmentRef
+    validity: str = Field(description="permanent, from_source or years:N")
+    sharing: Literal["unconditional", "conditional", "not_shared"]
+    face_fields: list[FaceFieldOut]
+
+
+class MaterialOut(BaseModel):
+    name: str
+    license_type: str | None = Field(description="the license type id that satisfies it, if any")
+    applicant_provides: bool
+    reason: str | None = None
+
+
+class MatterOut(BaseModel):
+    """A government service item (事项) and the materials it requires."""
+
+    code: str
+    name: str
+    department: DepartmentRef
+    materials: list[MaterialOut]
+
+
+def get_deployment(request: Request) -> Deployment:
+    """The deployment the app serves (loaded from ``GOVX_CONFIG`` on first use)."""
+    deployment: Deployment | None = getattr(request.app.state, "deployment", None)
+    if deployment is None:
+        deployment = load_deployment()
+        request.app.state.deployment = deployment
+    return deployment
+
+
+DeploymentDep = Annotated[Deployment, Depends(get_deployment)]
+
+
+def _department(deployment: Deployment, department_id: str) -> DepartmentRef:
+    department = deployment.department_by_id[department_id]
+    return DepartmentRef(
+        id=department.id, name=department.name, code=department.code, region=department.region
+    )
+
+
+@router.get(
+    "/v1/catalog/license-types",
+    response_model=list[LicenseTypeOut],
+    tags=["catalogue"],
+    summary="The license-type catalogue (证照目录)",
+)
+def license_types(deployment: DeploymentDep) -> list[LicenseTypeOut]:
+    """Every license type the library holds, with its issuer, validity rule and face fields."""
+    return [
+        LicenseTypeOut(
+            id=item.id,
+            code=item.code,
+            name=item.name,
+            holder_kind=item.holder_kind.value,
+            issuing_department=_department(deployment, item.issuing_department),
+            validity=item.validity.rule
+            + (f":{item.validity.years}" if item.validity.years else ""),
+            sharing=item.sharing,
+            face_fields=[FaceFieldOut(name=f.name, label=f.label) for f in item.face_fields],
+        )
+        for item in deployment.license_types
+    ]
+
+
+@router.get(
+    "/v1/catalog/matters",
+    response_model=list[MatterOut],
+    tags=["catalogue"],
+    summary="The matter catalogue with materials (事项目录)",
+)
+def matters(deployment: DeploymentDep) -> list[MatterOut]:
+    """Every matter, its department and the materials it requires."""
+    return [
+        MatterOut(
+            code=item.code,
+            name=item.name,
+            department=_department(deployment, item.department),
+            materials=[
+                MaterialOut(
+                    name=m.name,
+                    license_type=m.license_type,
+                    applicant_provides=m.applicant_provides,
+                    reason=m.reason,
+                )
+                for m in item.materials
+            ],
+        )
+        for item in deployment.matters
+    ]
+
+
 # -- application --------------------------------------------------------------------------------
 
 
-def create_app(store: LicenseStore | None = None) -> FastAPI:
+def create_app(store: LicenseStore | None = None, deployment: Deployment | None = None) -> FastAPI:
     """The API on ``store``; without one, a :class:`LicenseStore` on the configured URL is
-    opened at startup and closed at shutdown."""
+    opened at startup and closed at shutdown. The catalogues come from ``deployment``, or from
+    the configured deployment directory on first use."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -427,6 +576,7 @@ def create_app(store: LicenseStore | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.store = store
+    app.state.deployment = deployment
     _install_problem_handlers(app)
     app.include_router(router)
     install_admin(app)  # the admin dashboard under /admin (exchange/admin, docs/admin.md)
