@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Path, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -33,6 +33,7 @@ from license_store.errors import (
     SchemaNotCurrent,
     StoreUnavailable,
 )
+from license_store.metrics import CONTENT_TYPE_LATEST, ApiMetrics, MetricsMiddleware
 from license_store.records import License
 from license_store.store import LicenseStore
 
@@ -349,6 +350,7 @@ def healthz() -> dict[str, str]:
 )
 def holder_licenses(
     store: StoreDep,
+    request: Request,
     holder_id: Annotated[
         str,
         Path(
@@ -362,6 +364,10 @@ def holder_licenses(
     holder = _valid_holder(holder_id)
     found = store.licenses_for_holder(holder.value)
     log.info("holder lookup %s (%s): %d licenses", holder.masked, holder.kind.value, len(found))
+    metrics: ApiMetrics | None = getattr(request.app.state, "metrics", None)
+    if metrics is not None:
+        for item in found:
+            metrics.lookups.labels(item.type_code).inc()
     return HolderLicenses(
         holder=Holder(id=holder.masked, kind=holder.kind.value),
         count=len(found),
@@ -400,6 +406,19 @@ def license_by_id(
 
 
 # -- readiness and the catalogues ---------------------------------------------------------------
+
+
+@router.get(
+    "/metrics",
+    tags=["operations"],
+    summary="Prometheus metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "text format"}},
+)
+def metrics(request: Request) -> Response:
+    """Requests and latency per route, licenses returned per type (Prometheus text format)."""
+    registry: ApiMetrics = request.app.state.metrics
+    return Response(registry.render(), media_type=CONTENT_TYPE_LATEST)
 
 
 class Readiness(BaseModel):
@@ -577,6 +596,8 @@ def create_app(store: LicenseStore | None = None, deployment: Deployment | None 
     )
     app.state.store = store
     app.state.deployment = deployment
+    app.state.metrics = ApiMetrics()
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     _install_problem_handlers(app)
     app.include_router(router)
     install_admin(app)  # the admin dashboard under /admin (exchange/admin, docs/admin.md)

@@ -62,3 +62,24 @@ def test_catalogues_come_from_the_configured_deployment(
     assert response.status_code == 200 and len(response.json()) == len(
         load_deployment(CONFIG).matters
     )
+
+
+def test_metrics_count_requests_by_route_template_and_lookups_by_type(
+    sqlite_store: LicenseStore, make_record, samples
+) -> None:
+    holder = samples.resident_id(7)
+    sqlite_store.upsert([make_record(7)])
+    with TestClient(create_app(sqlite_store)) as client:
+        assert client.get(f"/v1/holders/{holder}/licenses").json()["count"] == 1
+        client.get("/v1/holders/not-an-id/licenses")
+        client.get("/no/such/route/440604200501011234")
+        text = client.get("/metrics").text
+    assert (
+        'govx_http_requests_total{method="GET",route="/v1/holders/{holder_id}/licenses",'
+        'status="200"} 1.0'
+    ) in text
+    assert 'route="/v1/holders/{holder_id}/licenses",status="422"} 1.0' in text
+    assert 'route="unmatched",status="404"} 1.0' in text
+    assert "govx_http_request_duration_seconds_bucket" in text
+    assert 'govx_license_lookups_total{license_type="' in text
+    assert holder not in text and "440604200501011234" not in text  # no path ever in a label
