@@ -6,6 +6,9 @@
   across versions; ``license_id`` is the current full identifier.
 - ``license_versions``: every version ever stored, with its content as JSON (全程留痕、过往可溯).
 - ``license_sequences``: the last serial used per ``(type_code, issuer_code, year)``.
+- ``audit_log``: the hash-chained audit trail of reads and changes of personal data (gapless
+  ``seq``; the holder only as a keyed digest and masked), see :mod:`license_store.audit`.
+- ``audit_head``: one row, the chain's last ``seq`` and ``entry_hash``; appenders lock it.
 
 A test compares this metadata with the migrated schema, so a change here needs a migration.
 """
@@ -31,7 +34,14 @@ from sqlalchemy import (
 
 from license_store.records import MAX_NUMBER_LENGTH
 
-__all__ = ["license_sequences", "license_versions", "licenses", "metadata"]
+__all__ = [
+    "audit_head",
+    "audit_log",
+    "license_sequences",
+    "license_versions",
+    "licenses",
+    "metadata",
+]
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -110,4 +120,33 @@ license_sequences = Table(
     Column("year", Integer, primary_key=True),
     Column("last_serial", Integer, nullable=False),
     CheckConstraint("last_serial BETWEEN 0 AND 9999999", name="last_serial"),
+)
+
+# The audit trail. ``seq`` is the chain position (1, 2, ...), assigned under the head row's lock.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("seq", BigId, primary_key=True, autoincrement=False),
+    Column("occurred_at", DateTime(timezone=True), nullable=False),
+    Column("client_id", String(64), nullable=False),
+    Column("action", String(16), nullable=False),
+    Column("holder_masked", String(32), nullable=False),
+    Column("holder_digest", String(64), nullable=False),
+    Column("license_ids", JSON, nullable=False),
+    Column("matter", String(64), nullable=False),
+    Column("case_id", String(64), nullable=False),
+    Column("result", String(16), nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("entry_hash", String(64), nullable=False),
+    # The holder's access log: by digest, newest first.
+    Index("ix_audit_log_holder_digest", "holder_digest", "occurred_at"),
+)
+
+audit_head = Table(
+    "audit_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("entry_hash", String(64), nullable=False),
+    CheckConstraint("id = 1", name="single_row"),
 )
