@@ -65,6 +65,7 @@ HEAD_ID = 1
 KEY_ENV = "GOVX_AUDIT_KEY"
 KEY_FILE_NAME = "audit.key"
 MAX_TEXT = 64  # client_id, matter and case_id columns
+MAX_MASKED = 32  # holder_masked column
 VERIFY_CHUNK = 1_000
 
 
@@ -156,6 +157,14 @@ def _key_file(path: Path) -> bytes:
 def holder_digest(key: bytes, holder_id: str) -> str:
     """HMAC-SHA256 (hex) of the normalised holder ID: looks a holder up without storing the ID."""
     return hmac.new(key, normalise_id(holder_id).encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def _masked_holder(holder_id: str) -> str:
+    """The holder ID masked, within its column even when the ID given was not a valid one."""
+    masked = mask_id(normalise_id(holder_id))
+    if len(masked) > MAX_MASKED:
+        masked = masked[:4] + "*" * (MAX_MASKED - 8) + masked[-4:]
+    return masked
 
 
 def _field(name: str, value: str, allowed: Sequence[str] | None = None) -> str:
@@ -255,6 +264,7 @@ class AuditLog:
 
     @property
     def key(self) -> bytes:
+        """The holder-digest key: the one given, else :func:`audit_key` (read on first use)."""
         if self._key is None:
             self._key = audit_key()
         return self._key
@@ -279,7 +289,7 @@ class AuditLog:
         return AuditEntry(
             client_id=_field("client_id", client_id),
             action=_field("action", action, ACTIONS),
-            holder_masked=mask_id(normalise_id(holder_id)),
+            holder_masked=_masked_holder(holder_id),
             holder_digest=holder_digest(self.key, holder_id),
             license_ids=tuple(str(license_id) for license_id in license_ids),
             matter=_field("matter", matter),

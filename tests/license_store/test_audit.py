@@ -349,6 +349,14 @@ def test_holder_lookup_by_id_without_the_id_in_the_table(
     assert "4406**********0016" in text
 
 
+def test_an_invalid_holder_id_is_logged_masked_within_its_column(log: AuditLog) -> None:
+    typed = "4406042003070100161234567890123456789"  # a refused request is audited too
+    [entry] = log.append([make_entry(log, 1, holder=typed, result="invalid")])
+    assert entry.holder_masked == "4406" + "*" * 24 + "6789"
+    assert log.for_holder(typed)[0].holder_masked == entry.holder_masked
+    assert log.verify().ok
+
+
 def test_holder_id_is_not_in_the_sqlite_files(sqlite_url: str, tmp_path: Path) -> None:
     with AuditLog(sqlite_url, key=KEY) as log:
         log.upgrade()
@@ -395,3 +403,4 @@ def test_entries_refuse_unknown_actions_and_bad_text(field: str, value: str) -> 
     with pytest.raises(ValueError, match=field):
         log.entry(holder_id=HOLDER, **values)
     log.close()
+
