@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from typer.testing import CliRunner
 
+from exchange.cli import app
 from license_store import SchemaNotCurrent
 from license_store.audit import (
     GENESIS_HASH,
@@ -404,3 +406,47 @@ def test_entries_refuse_unknown_actions_and_bad_text(field: str, value: str) -> 
         log.entry(holder_id=HOLDER, **values)
     log.close()
 
+
+# -- govx audit ----------------------------------------------------------------------------------
+
+runner = CliRunner(env={"COLUMNS": "200"})
+
+
+@pytest.fixture
+def cli_log(monkeypatch: pytest.MonkeyPatch, sqlite_url: str) -> Iterator[AuditLog]:
+    monkeypatch.setenv("GOVX_LICENSE_DB_URL", sqlite_url)
+    with AuditLog(sqlite_url) as opened:  # the key under $GOVX_HOME, as the CLI uses it
+        opened.upgrade()
+        yield opened
+
+
+def govx(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.output
+
+
+def test_govx_audit_verify_exit_codes(cli_log: AuditLog, sqlite_url: str) -> None:
+    code, output = govx("audit", "verify")
+    assert (code, "audit trail intact: 0 entries") == (0, output.split(", head")[0].strip())
+    chain = fill(cli_log, 3)
+    code, output = govx("audit", "verify")
+    assert code == 0, output
+    assert f"audit trail intact: 3 entries, head {chain[-1].entry_hash}" in output
+    engine = create_store_engine(sqlite_url)
+    try:
+        run_sql(engine, "UPDATE audit_log SET client_id = 'someone-else' WHERE seq = 2")
+    finally:
+        engine.dispose()
+    code, output = govx("audit", "verify")
+    assert code == 1
+    assert "seq 2: entry altered" in output
+
+
+def test_govx_audit_tail_shows_masked_holders(cli_log: AuditLog) -> None:
+    code, output = govx("audit", "tail")
+    assert (code, output.strip()) == (0, "no audit entries yet")
+    fill(cli_log, 4)
+    code, output = govx("audit", "tail", "-n", "2")
+    assert code == 0, output
+    assert "4406**********0016" in output and HOLDER not in output
+    assert "CASE-00003" in output and "CASE-00002" in output and "CASE-00001" not in output
