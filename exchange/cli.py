@@ -47,6 +47,10 @@ quarantine_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(quarantine_app, name="quarantine")
+keys_app = typer.Typer(
+    help="The departments' signing keys (Ed25519) under $GOVX_HOME/keys.", no_args_is_help=True
+)
+app.add_typer(keys_app, name="keys")
 app.add_typer(schema_app, name="schema")
 app.add_typer(db_app, name="db")
 quality_app = typer.Typer(
@@ -702,6 +706,83 @@ def audit_tail(
             soft_wrap=True,
             markup=False,
         )
+
+
+@keys_app.command("generate")
+def keys_generate(
+    department: Annotated[
+        list[str] | None, typer.Option("--department", help="A department id (repeatable).")
+    ] = None,
+    all_departments: Annotated[
+        bool, typer.Option("--all", help="Every configured department without a key yet.")
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace an existing key (rotation).")
+    ] = False,
+) -> None:
+    """Create departments' Ed25519 key pairs: private key mode 0600, public key beside it.
+
+    The public key (`govx keys export`) is what anyone needs to verify that department's
+    licenses offline.
+    """
+    from license_store.signing import KeyFileError, KeyRing
+
+    deployment = _deployment()
+    ring = KeyRing()
+    if all_departments:
+        wanted = [d.id for d in deployment.departments if d.id not in ring.departments()]
+    else:
+        wanted = list(department or [])
+    if not wanted and not all_departments:
+        raise _fail("name a department with --department, or give --all")
+    for department_id in wanted:
+        if department_id not in deployment.department_by_id:
+            raise _fail(f"unknown department {department_id!r}")
+        try:
+            ring.generate(department_id, overwrite=force)
+        except KeyFileError as exc:
+            raise _fail(str(exc)) from None
+        console.print(f"key generated for {department_id}: {ring.public_path(department_id)}")
+    if all_departments and not wanted:
+        console.print("every department already has a key")
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """List the departments' keys: key id (fingerprint), file mode of the private key, paths."""
+    import stat
+
+    from license_store.signing import KeyRing, key_id
+
+    ring = KeyRing()
+    table = Table(title=f"signing keys in {ring.directory}", box=box.SIMPLE_HEAD)
+    for column in ("department", "key id", "private key mode", "public key"):
+        table.add_column(column)
+    for department_id in ring.departments():
+        private = ring.directory / f"{department_id}.ed25519.pem"
+        mode = f"{stat.S_IMODE(private.stat().st_mode):o}" if private.exists() else "missing"
+        table.add_row(
+            department_id,
+            key_id(ring.public_key(department_id)),
+            mode,
+            str(ring.public_path(department_id)),
+        )
+    console.print(table, highlight=False)
+
+
+@keys_app.command("export")
+def keys_export(
+    department_id: Annotated[str, typer.Argument(help="Department id.")],
+) -> None:
+    """Print a department's public key (PEM) for offline verification of its licenses."""
+    from license_store.signing import KeyFileError, KeyRing
+
+    ring = KeyRing()
+    try:
+        ring.public_key(department_id)
+    except KeyFileError as exc:
+        raise _fail(str(exc)) from None
+    sys.stdout.write(ring.public_path(department_id).read_text(encoding="ascii"))
 
 
 @app.command()
