@@ -480,6 +480,7 @@ def quarantine_show(
     """
     import pyarrow.parquet as pq
 
+    from exchange.lake import REASONS_COLUMN
     from exchange.replay import held_batches, reason_counts
     from exchange.state import ExchangeState
 
@@ -500,12 +501,12 @@ def quarantine_show(
     console.print(counts, highlight=False)
     if rows:
         key = list(deployment.source_by_id[source_id].primary_key)
-        held = pq.read_table(batch.path, columns=[*key, "_govx_reasons"]).slice(0, rows)
+        held = pq.read_table(batch.path, columns=[*key, REASONS_COLUMN]).slice(0, rows)
         listing = Table(box=box.SIMPLE_HEAD)
         for column in (*key, "reasons"):
             listing.add_column(column)
         for row in held.to_pylist():
-            reasons = "; ".join(row.pop("_govx_reasons") or [])
+            reasons = "; ".join(row.pop(REASONS_COLUMN) or [])
             listing.add_row(*(str(row[k]) for k in key), reasons)
         console.print(listing, highlight=False)
 

@@ -24,6 +24,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 __all__ = [
+    "EXPECTATIONS_COLUMN",
+    "REASONS_COLUMN",
     "LandingWriter",
     "Manifest",
     "landed_batches",
@@ -34,6 +36,10 @@ __all__ = [
 ]
 
 MANIFEST = "manifest.json"
+REASONS_COLUMN = "_govx_reasons"
+"""The quarantine file's column of masked reasons, one list per held row."""
+EXPECTATIONS_COLUMN = "_govx_expectations"
+"""The quarantine file's column naming the expectations each held row failed."""
 ROWS_PER_FILE = 1_000_000
 COMPRESSION = "zstd"
 

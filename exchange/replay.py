@@ -107,7 +107,9 @@ def held_batches(state: ExchangeState, source_id: str | None = None) -> list[Hel
 
 def reason_counts(path: str | Path) -> list[tuple[str, int]]:
     """How many held rows give each (already masked) reason, most frequent first."""
-    reasons = pq.read_table(path, columns=["_govx_reasons"]).column("_govx_reasons")
+    from exchange.lake import REASONS_COLUMN
+
+    reasons = pq.read_table(path, columns=[REASONS_COLUMN]).column(REASONS_COLUMN)
     counts = Counter(reason for row in reasons.to_pylist() for reason in row or [])
     return counts.most_common()
 

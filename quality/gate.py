@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from exchange.config import Deployment, LicenseMapping, SourceConfig
+from exchange.lake import EXPECTATIONS_COLUMN, REASONS_COLUMN
 from quality.suite import SourceSuite, SuiteError, gx_batch_definition, source_suite
 
 __all__ = [
@@ -32,8 +33,6 @@ __all__ = [
     "applies",
 ]
 
-REASONS_COLUMN = "_govx_reasons"
-EXPECTATIONS_COLUMN = "_govx_expectations"
 RESULT_FORMAT = {
     "result_format": "COMPLETE",
     "partial_unexpected_count": 0,

@@ -23,9 +23,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from exchange.config import Deployment, SourceConfig
+from exchange.lake import REASONS_COLUMN
 from exchange.standards.holder_ids import mask_id, mask_ids_in_text
 from exchange.state import ExchangeState, RunRecord
-from quality.gate import REASONS_COLUMN
 from quality.history import source_history
 
 __all__ = [
