@@ -95,6 +95,17 @@ def run(deployment: Deployment, full_refresh: bool = False):
     return sync(SOURCE, full_refresh=full_refresh, context=SyncContext(deployment=deployment))
 
 
+def use_config(deployment: Deployment, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Point ``govx`` at the sample config with this test's source as its only source."""
+    config = tmp_path / "config"
+    shutil.copytree(CONFIG, config)
+    source = deployment.sources[0].model_dump(mode="json", exclude_defaults=True)
+    (config / "sources.yaml").write_text(
+        yaml.safe_dump({"sources": [source]}, allow_unicode=True), encoding="utf-8"
+    )
+    monkeypatch.setenv("GOVX_CONFIG", str(config))
+
+
 def dataset(state: ExchangeState, deployment: Deployment) -> CuratedDataset:
     return CuratedDataset(DATASET, deployment.sources, state)
 
@@ -206,21 +217,13 @@ def test_rows_without_a_primary_key_are_quarantined(deployment: Deployment, regi
 def test_govx_datasets_lists_and_exports_as_of(
     deployment: Deployment, registry: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import shutil
 
     import pyarrow.parquet as pq
-    import yaml
     from typer.testing import CliRunner
 
     from exchange.cli import app
 
-    config = tmp_path / "config"
-    shutil.copytree(CONFIG, config)
-    source = deployment.sources[0].model_dump(mode="json", exclude_defaults=True)
-    (config / "sources.yaml").write_text(
-        yaml.safe_dump({"sources": [source]}, allow_unicode=True), encoding="utf-8"
-    )
-    monkeypatch.setenv("GOVX_CONFIG", str(config))
+    use_config(deployment, tmp_path, monkeypatch)
     runner = CliRunner()
     synced = runner.invoke(app, ["sync", SOURCE])
     assert synced.exit_code == 0, synced.output
@@ -277,9 +280,7 @@ def test_replay_loads_held_rows_once_the_rule_is_fixed(
     fixed = run(strict)
     assert fixed.rows_new == 1
 
-    config = tmp_path / "config"
-    shutil.copytree(CONFIG, config)
-    monkeypatch.setenv("GOVX_CONFIG", str(config))
+    use_config(deployment, tmp_path, monkeypatch)
     listed = CliRunner().invoke(app, ["quarantine", "list"], env={"COLUMNS": "250"})
     assert listed.exit_code == 0, listed.output
     assert first.run_id in listed.output and "deleted: unknown status '2'" in listed.output
@@ -310,13 +311,7 @@ def test_quarantine_commands_print_reasons_not_personal_data(
     from exchange.cli import app
 
     change(registry, "UPDATE people SET id_number = '110101198001010030' WHERE person_id = 1")
-    config = tmp_path / "config"
-    shutil.copytree(CONFIG, config)
-    source = deployment.sources[0].model_dump(mode="json", exclude_defaults=True)
-    (config / "sources.yaml").write_text(
-        yaml.safe_dump({"sources": [source]}, allow_unicode=True), encoding="utf-8"
-    )
-    monkeypatch.setenv("GOVX_CONFIG", str(config))
+    use_config(deployment, tmp_path, monkeypatch)
     runner = CliRunner()
     synced = runner.invoke(app, ["sync", SOURCE])
     assert synced.exit_code == 0, synced.output
