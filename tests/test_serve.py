@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,15 +14,10 @@ from stdnum.cn import ric
 
 from license_store.records import LicenseRecord
 from license_store.store import LicenseStore
+from tests.servers import start_govx_serve
 
 REPO = Path(__file__).resolve().parents[1]
 HOLDER = "44060420050101123" + ric.calc_check_digit("44060420050101123" + "0")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
@@ -55,27 +47,10 @@ def server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen]]:
                 )
             ]
         )
-    port = free_port()
     log = (tmp_path / "server.log").open("w")
-    process = subprocess.Popen(
-        [str(Path(sys.executable).with_name("govx")), "serve", "--port", str(port)],
-        cwd=REPO,
-        env={**os.environ, "GOVX_HOME": str(home)},
-        stdout=log,
-        stderr=subprocess.STDOUT,
+    base, process = start_govx_serve(
+        {**os.environ, "GOVX_HOME": str(home)}, log, tmp_path / "server.log"
     )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if requests.get(f"{base}/healthz", timeout=1).status_code == 200:
-                break
-        except requests.ConnectionError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"server did not start: {(tmp_path / 'server.log').read_text()}")
-        time.sleep(0.2)
     yield base, process
     process.terminate()
     process.wait(timeout=20)

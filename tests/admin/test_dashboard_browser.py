@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import requests
 from admin_demo import CLEAN_SOURCE, DIRTY_SOURCE, STALE_SOURCE, DemoDeployment
+
+from tests.servers import start_govx_serve
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -63,39 +62,12 @@ def chromium() -> Iterator[object]:
         browser.close()
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def served(demo_env: DemoDeployment, tmp_path: Path) -> Iterator[str]:
     """``govx serve`` on a free loopback port, against the demo deployment."""
-    port = _free_port()
     log_path = tmp_path / "server.log"
     with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [str(Path(sys.executable).with_name("govx")), "serve", "--port", str(port)],
-            cwd=REPO,
-            env={**os.environ},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if requests.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                pytest.fail(f"server did not start: {log_path.read_text()}")
-            time.sleep(0.2)
+        base, process = start_govx_serve({**os.environ}, log, log_path)
         try:
             yield base
         finally:
