@@ -9,6 +9,8 @@
 - ``audit_log``: the hash-chained audit trail of reads and changes of personal data (gapless
   ``seq``; the holder only as a keyed digest and masked), see :mod:`license_store.audit`.
 - ``audit_head``: one row, the chain's last ``seq`` and ``entry_hash``; appenders lock it.
+- ``api_clients``: the systems that may call the API (OAuth2 client credentials), their grants
+  (matters, license types, scopes), rate limit and hashed secret, see :mod:`license_store.clients`.
 
 A test compares this metadata with the migrated schema, so a change here needs a migration.
 """
@@ -22,6 +24,7 @@ from sqlalchemy import (
     Column,
     Date,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -35,6 +38,7 @@ from sqlalchemy import (
 from license_store.records import MAX_NUMBER_LENGTH
 
 __all__ = [
+    "api_clients",
     "audit_head",
     "audit_log",
     "license_sequences",
@@ -149,4 +153,24 @@ audit_head = Table(
     Column("seq", BigInteger, nullable=False),
     Column("entry_hash", String(64), nullable=False),
     CheckConstraint("id = 1", name="single_row"),
+)
+
+# Callers of the API. Secrets are stored only as scrypt hashes; a revoked client keeps its row.
+api_clients = Table(
+    "api_clients",
+    metadata,
+    Column("client_id", String(64), primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("department", String(64), nullable=True),
+    Column("region", String(6), nullable=True),
+    Column("matters", JSON, nullable=False),
+    Column("license_types", JSON, nullable=False),
+    Column("scopes", JSON, nullable=False),
+    Column("rate_limit", Float, nullable=True),
+    Column("secret_hash", String(200), nullable=False),
+    Column("secret_set_at", DateTime(timezone=True), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+    CheckConstraint("kind IN ('intake', 'portal', 'node', 'monitor')", name="kind"),
 )
