@@ -11,6 +11,9 @@
 - ``audit_head``: one row, the chain's last ``seq`` and ``entry_hash``; appenders lock it.
 - ``api_clients``: the systems that may call the API (OAuth2 client credentials), their grants
   (matters, license types, scopes), rate limit and hashed secret, see :mod:`license_store.clients`.
+- ``signature_batches``: each Merkle batch of license versions a department signed (root,
+  Ed25519 signature, key id); ``license_proofs``: every signed version's inclusion proof in its
+  batch, see :mod:`license_store.signatures`.
 
 A test compares this metadata with the migrated schema, so a change here needs a migration.
 """
@@ -26,6 +29,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     MetaData,
@@ -41,10 +45,12 @@ __all__ = [
     "api_clients",
     "audit_head",
     "audit_log",
+    "license_proofs",
     "license_sequences",
     "license_versions",
     "licenses",
     "metadata",
+    "signature_batches",
 ]
 
 NAMING_CONVENTION = {
@@ -173,4 +179,41 @@ api_clients = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("revoked_at", DateTime(timezone=True), nullable=True),
     CheckConstraint("kind IN ('intake', 'portal', 'node', 'monitor')", name="kind"),
+)
+
+# Signatures (see :mod:`license_store.signatures`): one row per signed Merkle batch of versions.
+signature_batches = Table(
+    "signature_batches",
+    metadata,
+    Column("batch_id", String(32), primary_key=True),
+    Column("department", String(64), nullable=False),
+    Column("key_id", String(16), nullable=False),
+    Column("algorithm", String(32), nullable=False),
+    Column("root", String(64), nullable=False),  # hex
+    Column("signature", String(128), nullable=False),  # base64
+    Column("leaf_count", Integer, nullable=False),
+    Column("signed_at", DateTime(timezone=True), nullable=False),
+    CheckConstraint("leaf_count >= 1", name="leaf_count"),
+)
+
+# Each signed license version's inclusion proof in its batch; a version without a row is unsigned.
+license_proofs = Table(
+    "license_proofs",
+    metadata,
+    Column("license_base", String(160), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column(
+        "batch_id",
+        String(32),
+        ForeignKey("signature_batches.batch_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("leaf_index", Integer, nullable=False),
+    Column("proof", JSON, nullable=False),
+    ForeignKeyConstraint(
+        ["license_base", "version"],
+        ["license_versions.license_base", "license_versions.version"],
+        ondelete="CASCADE",
+    ),
+    Index("ix_license_proofs_batch_id", "batch_id"),
 )
