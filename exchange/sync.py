@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from exchange.curated import RunMerge
     from exchange.derive import LicenseDeriver
     from license_store.records import LicenseRecord
+    from license_store.store import LicenseStore
 
 log = logging.getLogger("govexchange.sync")
 
@@ -481,7 +482,7 @@ def publish_licenses(source_id: str, *, context: SyncContext | None = None) -> l
     deployment = context.get_deployment()
     source = deployment.source(source_id)
     published: list[RunRecord] = []
-    with LicenseStore(context.store_url) as store:
+    with LicenseStore(context.store_url, deployment=deployment, audit_changes=True) as store:
         store.upgrade()
         for run in pending:
             try:
@@ -513,7 +514,21 @@ def publish_licenses(source_id: str, *, context: SyncContext | None = None) -> l
                 result.updated,
                 result.unchanged,
             )
+        _sign_published(store, source_id)
     return published
+
+
+def _sign_published(store: LicenseStore, source_id: str) -> None:
+    """Sign the new versions (license_store.signatures); a failure is retried by the next step."""
+    try:
+        store.sign_pending()
+    except Exception as exc:
+        log.error(
+            "licenses of %s published but not all signed yet (the next license step signs "
+            "them): %s",
+            source_id,
+            _reason(exc),
+        )
 
 
 def sync(

@@ -6,6 +6,13 @@ nothing. A record whose content is unchanged writes nothing; a changed one becom
 with a new identifier (version part and check character), and every version is kept in
 ``license_versions``. Every database error leaves this module as a :mod:`license_store.errors`
 exception (translated in :func:`license_store.database.translate_errors`).
+
+Every version gets signed by its department (:meth:`LicenseStore.sign_pending`, see
+:mod:`license_store.signatures`). The lifecycle -- :meth:`LicenseStore.suspend`,
+:meth:`~LicenseStore.revoke`, :meth:`~LicenseStore.reinstate` and the daily
+:meth:`~LicenseStore.expire_due` -- makes each status change a new version the same way, signs it
+and audits it. A sync never lifts a status the lifecycle set: a revoked license stays revoked, a
+suspended one stays suspended until reinstated, an expired one stays expired unless renewed.
 """
 
 from __future__ import annotations
@@ -15,9 +22,9 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from sqlalchemy import Select, bindparam, func, select
 from sqlalchemy.engine import Connection, Row
@@ -50,10 +57,29 @@ from license_store.records import (
     effective_status,
     hash_text,
 )
+from license_store.signatures import (
+    MAX_BATCH_LEAVES,
+    DepartmentResolver,
+    SigningResult,
+    StoredSignature,
+    group_by_department,
+    select_unsigned,
+    sign_versions,
+    signer_key,
+    stored_signature,
+    write_batch,
+)
+
+if TYPE_CHECKING:
+    from exchange.config import Deployment
+    from license_store.audit import AuditEntry, AuditLog
+    from license_store.signing import KeyRing
 
 __all__ = [
     "CHINA_STANDARD_TIME",
+    "LicenseChange",
     "LicenseStore",
+    "SignedVersion",
     "UpsertResult",
     "china_today",
     "select_holder_licenses",
@@ -99,18 +125,31 @@ def _utc_now() -> dt.datetime:
 
 
 @dataclass(frozen=True, slots=True)
+class LicenseChange:
+    """One new version a write made: its identifier and holder (``repr`` masks the holder)."""
+
+    license_id: str
+    holder_id: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class UpsertResult:
-    """What an upsert did: licenses inserted, updated (new version) and left unchanged."""
+    """What an upsert did: licenses inserted, updated (new version) and left unchanged.
+
+    ``changes`` lists the new versions (inserted and updated), for the audit trail.
+    """
 
     inserted: int = 0
     updated: int = 0
     unchanged: int = 0
+    changes: tuple[LicenseChange, ...] = field(default=(), repr=False, compare=False)
 
     def __add__(self, other: UpsertResult) -> UpsertResult:
         return UpsertResult(
             self.inserted + other.inserted,
             self.updated + other.updated,
             self.unchanged + other.unchanged,
+            self.changes + other.changes,
         )
 
     @property
@@ -164,8 +203,11 @@ class LicenseStore:
     """The license library on one database (SQLite or PostgreSQL), reached by URL.
 
     ``url`` defaults to :func:`exchange.settings.license_db_url`. ``today`` tells the date used to
-    evaluate validity at read time (Beijing date by default). Use as a context manager or call
-    :meth:`close`.
+    evaluate validity at read time (Beijing date by default). ``keyring`` and ``deployment`` are
+    what signing uses (default: ``$GOVX_HOME/keys`` and the configured deployment), ``audit`` the
+    audit log of lifecycle changes (default: this database's). With ``audit_changes`` every
+    upsert also audits its new versions (the license step does). Use as a context manager or
+    call :meth:`close`.
     """
 
     def __init__(
@@ -174,6 +216,10 @@ class LicenseStore:
         *,
         batch_size: int = DEFAULT_BATCH_SIZE,
         today: Callable[[], dt.date] = china_today,
+        keyring: KeyRing | None = None,
+        deployment: Deployment | None = None,
+        audit: AuditLog | None = None,
+        audit_changes: bool = False,
     ) -> None:
         if url is None:
             from exchange.settings import license_db_url
@@ -182,8 +228,14 @@ class LicenseStore:
         if not 1 <= batch_size <= _MAX_BATCH_SIZE:
             raise ValueError(f"batch_size must be 1..{_MAX_BATCH_SIZE}, got {batch_size}")
         self.url = safe_url(url)
+        self._url = url
         self.batch_size = batch_size
         self._today = today
+        self._keyring = keyring
+        self._deployment = deployment
+        self._audit = audit
+        self._owns_audit = False
+        self.audit_changes = audit_changes
         with translate_errors(self.url):
             self._engine = create_store_engine(url)
         self._schema_checked = False
@@ -203,8 +255,35 @@ class LicenseStore:
         self.close()
 
     def close(self) -> None:
-        """Release the connection pool."""
+        """Release the connection pool (and the audit log's, if the store opened it)."""
+        if self._owns_audit and self._audit is not None:
+            self._audit.close()
+            self._audit, self._owns_audit = None, False
         self._engine.dispose()
+
+    def _audit_log(self) -> AuditLog:
+        if self._audit is None:
+            from license_store.audit import AuditLog
+
+            self._audit, self._owns_audit = AuditLog(self._url), True
+        return self._audit
+
+    def _signing_setup(
+        self, keyring: KeyRing | None, deployment: Deployment | None
+    ) -> tuple[KeyRing, DepartmentResolver]:
+        if keyring is None:
+            if self._keyring is None:
+                from license_store.signing import KeyRing
+
+                self._keyring = KeyRing()
+            keyring = self._keyring
+        if deployment is None:
+            if self._deployment is None:
+                from exchange.config import load_deployment
+
+                self._deployment = load_deployment()
+            deployment = self._deployment
+        return keyring, DepartmentResolver(deployment)
 
     # -- schema -------------------------------------------------------------------------------
 
@@ -276,7 +355,14 @@ class LicenseStore:
                 self._insert_new(conn, batch, now)
             for batch in _batches(changed, self.batch_size):
                 self._update_changed(conn, batch, now)
-        result = UpsertResult(len(new), len(changed), len(pending) - len(new) - len(changed))
+        changes = tuple(
+            LicenseChange(item.license_id, item.record.holder_id) for item in (*new, *changed)
+        )
+        result = UpsertResult(
+            len(new), len(changed), len(pending) - len(new) - len(changed), changes
+        )
+        if self.audit_changes:
+            self._audit_sync_changes(pending)
         log.info(
             "upserted %d licenses: %d inserted, %d updated, %d unchanged",
             result.total,
@@ -286,6 +372,28 @@ class LicenseStore:
         )
         self._refresh_statistics(result)
         return result
+
+    def _audit_sync_changes(self, pending: Sequence[_Pending]) -> None:
+        """One ``change`` entry per new version, ``sync:<source>`` / ``sync`` / run id; one append.
+
+        Appended after the store's commit: a crash in between loses these entries (the versions
+        themselves keep their source and run in ``license_versions``).
+        """
+        audit = self._audit_log()
+        entries = [
+            audit.entry(
+                client_id=f"sync:{item.record.source_id}",
+                action="change",
+                holder_id=item.record.holder_id,
+                license_ids=[item.license_id],
+                matter="sync",
+                case_id=item.record.run_id,
+                result="ok",
+            )
+            for item in pending
+            if item.license_id
+        ]
+        audit.append(entries)
 
     def _refresh_statistics(self, result: UpsertResult) -> None:
         """After the commit, let PostgreSQL re-plan for a table that grew a lot (best effort)."""
@@ -320,16 +428,50 @@ class LicenseStore:
                     licenses.c.license_id,
                     licenses.c.version,
                     licenses.c.content_hash,
+                    licenses.c.status,
+                    licenses.c.license_base,
                 ).where(licenses.c.holder_id.in_(holders), licenses.c.type_code.in_(types))
             )
         }
+        today = self._today()
+        set_by_lifecycle = self._lifecycle_statuses(conn, batch, existing)
         for item in batch:
             row = existing.get(item.record.natural_key)
             if row is None:
                 new.append(item)
-            elif row.content_hash != item.digest:
+                continue
+            lifecycle = set_by_lifecycle.get(row.license_base) == row.status
+            held = _held_status(row.status, item.record, today, lifecycle=lifecycle)
+            if held is not None and held != item.record.status:
+                item.hold(held)
+            if row.content_hash != item.digest:
                 item.current = row
                 changed.append(item)
+
+    @staticmethod
+    def _lifecycle_statuses(
+        conn: Connection, batch: Sequence[_Pending], existing: dict[Any, Row[Any]]
+    ) -> dict[str, str]:
+        """license_base -> the status its latest lifecycle version set, for the licenses of the
+        batch that are suspended or revoked and whose record says otherwise (few: one query)."""
+        bases = sorted(
+            row.license_base
+            for item in batch
+            if (row := existing.get(item.record.natural_key)) is not None
+            and row.status in ("suspended", "revoked")
+            and row.status != item.record.status
+        )
+        if not bases:
+            return {}
+        rows = conn.execute(
+            select(license_versions.c.license_base, license_versions.c.content)
+            .where(
+                license_versions.c.license_base.in_(bases),
+                license_versions.c.run_id == LIFECYCLE_RUN,
+            )
+            .order_by(license_versions.c.version)
+        )
+        return {row.license_base: row.content["status"] for row in rows}  # the latest wins
 
     def _assign_sequences(self, conn: Connection, new: Sequence[_Pending]) -> None:
         """Give every new license its sequence ``{year:04d}{serial:07d}``."""
@@ -378,6 +520,8 @@ class LicenseStore:
         ]
         bases = [identifier.base for identifier in identifiers]
         license_ids = [str(identifier) for identifier in identifiers]
+        for item, license_id in zip(batch, license_ids, strict=True):
+            item.license_id = license_id
         columns = _record_columns(batch)
         columns.update(
             license_base=bases,
@@ -412,6 +556,8 @@ class LicenseStore:
                 parse_license_id(current.license_id).with_version(current.version + 1)
             )
         license_ids = [str(identifier) for identifier in identifiers]
+        for item, license_id in zip(batch, license_ids, strict=True):
+            item.license_id = license_id
         versions = [identifier.version for identifier in identifiers]
         columns = _record_columns(batch)
         columns.update(
@@ -442,16 +588,20 @@ class LicenseStore:
             rows = conn.execute(select_holder_licenses(holder_id)).all()
         return [_license_from_row(row, today) for row in rows]
 
-    def _current_row(self, conn: Connection, license_id: str) -> Row[Any]:
-        """The licenses row for any version's identifier, or :class:`LicenseNotFound`."""
+    def _current_row(self, conn: Connection, license_id: str, *, lock: bool = False) -> Row[Any]:
+        """The licenses row for any version's identifier, or :class:`LicenseNotFound`.
+
+        ``lock`` holds the row for the transaction (``FOR UPDATE``; SQLite's writes are serial).
+        """
         shown = _shown_license_id(license_id)
         try:
             identifier = parse_license_id(license_id)
         except ValueError as error:
             raise LicenseNotFound(f"no license {shown}: {error}") from None
-        row = conn.execute(
-            select(licenses).where(licenses.c.license_base == identifier.base)
-        ).one_or_none()
+        statement = select(licenses).where(licenses.c.license_base == identifier.base)
+        if lock:
+            statement = statement.with_for_update()
+        row = conn.execute(statement).one_or_none()
         if row is None or identifier.version > row.version:
             raise LicenseNotFound(f"no license {shown}")
         return row
@@ -490,23 +640,270 @@ class LicenseStore:
         with self._reading() as conn:
             return conn.execute(select(func.count()).select_from(licenses)).scalar_one()
 
+    def signed_version(self, license_id: str) -> SignedVersion:
+        """The current version of a license with what was signed and its stored signature."""
+        today = self._today()
+        with self._reading() as conn:
+            row = self._current_row(conn, license_id)
+            signed = conn.execute(
+                select(license_versions.c.content).where(
+                    license_versions.c.license_base == row.license_base,
+                    license_versions.c.version == row.version,
+                )
+            ).scalar_one_or_none()
+            signature = stored_signature(conn, row.license_base, row.version)
+        return SignedVersion(
+            license=_license_from_row(row, today),
+            stored_content=content_of(_record_of(row)),
+            version_content=None if signed is None else dict(signed),
+            signature=signature,
+        )
+
+    # -- signing ------------------------------------------------------------------------------
+
+    def sign_pending(
+        self, keyring: KeyRing | None = None, deployment: Deployment | None = None
+    ) -> SigningResult:
+        """Sign every version without a proof: one Merkle batch per department and chunk.
+
+        A department without a key gets one generated (logged as a WARNING). Each batch and its
+        proofs commit in one transaction, so a crash leaves versions either signed or not, and
+        the next call signs only those that are not. Versions whose issuer and type no
+        configured department signs are left unsigned (WARNING with their count).
+        """
+        keyring, resolver = self._signing_setup(keyring, deployment)
+        result = SigningResult()
+        keys: dict[str, Any] = {}
+        after = 0
+        while True:
+            with self._reading() as conn:
+                rows = select_unsigned(conn, after=after, limit=MAX_BATCH_LEAVES * 8)
+            if not rows:
+                break
+            after = rows[-1].id
+            groups, orphans = group_by_department(rows, resolver)
+            for department, members in sorted(groups.items()):
+                if department not in keys:
+                    keys[department] = signer_key(keyring, department)
+                for start in range(0, len(members), MAX_BATCH_LEAVES):
+                    result += self._sign_batch(
+                        department, keys[department], members[start : start + MAX_BATCH_LEAVES]
+                    )
+            if orphans:
+                log.warning(
+                    "%d license versions left unsigned: no configured department has their "
+                    "issuer code or license type",
+                    len(orphans),
+                )
+                result += SigningResult(no_department=len(orphans))
+        if result.signed:
+            log.info("signed %d license versions in %d batches", result.signed, result.batches)
+        return result
+
+    def _sign_batch(self, department: str, key: Any, rows: Sequence[Row[Any]]) -> SigningResult:
+        batch, proofs = sign_versions(department, key, rows)
+        try:
+            with self._writing() as conn:
+                write_batch(conn, batch, rows, proofs)
+        except ConflictError:
+            log.info(
+                "a concurrent signer signed some of %d versions of %s first; the next pass "
+                "signs what is left",
+                len(rows),
+                department,
+            )
+            return SigningResult()
+        return SigningResult(signed=len(rows), batches=1)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def suspend(self, license_id: str, *, reason: str, actor: str) -> License:
+        """Suspend a valid license: a new version with status ``suspended``, signed and audited."""
+        return self._change_status(license_id, "suspended", reason=reason, actor=actor)
+
+    def revoke(self, license_id: str, *, reason: str, actor: str) -> License:
+        """Revoke a license for good: a new version with status ``revoked``, signed and audited."""
+        return self._change_status(license_id, "revoked", reason=reason, actor=actor)
+
+    def reinstate(self, license_id: str, *, reason: str, actor: str) -> License:
+        """Lift a suspension: a new version with status ``valid``; a revoked license stays so."""
+        return self._change_status(license_id, "valid", reason=reason, actor=actor)
+
+    def _change_status(self, license_id: str, status: str, *, reason: str, actor: str) -> License:
+        reason, actor = _reference("reason", reason), _reference("actor", actor)
+        today = self._today()
+        with self._writing() as conn:
+            row = self._current_row(conn, license_id, lock=True)
+            _check_transition(row, effective_status(row.status, row.valid_to, today), status)
+            item = _Pending(_record_of(row, status=status, run_id=LIFECYCLE_RUN))
+            item.current = row
+            self._update_changed(conn, [item], _utc_now())
+        self.sign_pending()
+        self._audit_changes([item], client_id=actor, matter="lifecycle", case_id=reason)
+        log.info("license %s is now %s (%s by %s)", item.license_id, status, reason, actor)
+        return self.get(item.license_id)
+
+    def expire_due(self, today: dt.date | None = None, *, actor: str = "license_expiry") -> int:
+        """Turn every license stored as valid whose ``valid_to`` is before ``today`` into a new
+        ``expired`` version (signed, audited with matter ``expiry``); returns how many.
+
+        ``today`` defaults to the store's date (Beijing). Idempotent: a second run finds none.
+        """
+        today = today or self._today()
+        now = _utc_now()
+        run_id = f"expiry:{today.isoformat()}"
+        expired: list[_Pending] = []
+        with self._writing() as conn:
+            rows = conn.execute(
+                select(licenses)
+                .where(licenses.c.status == "valid", licenses.c.valid_to < today)
+                .order_by(licenses.c.id)
+                .with_for_update()
+            ).all()
+            for start in range(0, len(rows), self.batch_size):
+                batch = []
+                for row in rows[start : start + self.batch_size]:
+                    item = _Pending(_record_of(row, status="expired", run_id=run_id))
+                    item.current = row
+                    batch.append(item)
+                self._update_changed(conn, batch, now)
+                expired.extend(batch)
+        if expired:
+            self.sign_pending()
+            self._audit_changes(
+                expired, client_id=actor, matter="expiry", case_id=today.isoformat()
+            )
+        log.info("expired %d licenses due before %s", len(expired), today.isoformat())
+        return len(expired)
+
+    def _audit_changes(
+        self, items: Sequence[_Pending], *, client_id: str, matter: str, case_id: str
+    ) -> list[AuditEntry]:
+        """One ``change`` entry per written license, appended in one transaction."""
+        audit = self._audit_log()
+        return audit.append(
+            [
+                audit.entry(
+                    client_id=client_id,
+                    action="change",
+                    holder_id=item.record.holder_id,
+                    license_ids=[item.license_id],
+                    matter=matter,
+                    case_id=case_id,
+                    result="ok",
+                )
+                for item in items
+            ]
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SignedVersion:
+    """A license's current version for verification: what the store says now, what was signed.
+
+    ``stored_content`` is the content of the ``licenses`` row (what readers get),
+    ``version_content`` the content recorded for that version (``None`` if its history row is
+    gone), ``signature`` its batch and proof (``None`` when unsigned).
+    """
+
+    license: License
+    stored_content: dict[str, Any] = field(repr=False)
+    version_content: dict[str, Any] | None = field(repr=False)
+    signature: StoredSignature | None
+
+
+LIFECYCLE_RUN = "lifecycle"  # the run_id of versions a lifecycle action made
+# status -> the effective statuses it may follow
+_TRANSITIONS = {
+    "suspended": ("valid",),
+    "revoked": ("valid", "suspended", "expired"),
+    "valid": ("suspended",),
+}
+
+
+def _check_transition(row: Row[Any], current: str, status: str) -> None:
+    """Raise :class:`ConflictError` unless a license now ``current`` may become ``status``."""
+    if current in _TRANSITIONS[status]:
+        return
+    shown = f"license {row.license_id} of holder {mask_id(row.holder_id)}"
+    if current == "revoked":
+        raise ConflictError(
+            f"{shown} is revoked, and revocation is final: it cannot be "
+            f"{'reinstated' if status == 'valid' else 'changed'}; issue a new license instead"
+        )
+    if current == status != "valid":
+        raise ConflictError(f"{shown} is already {status}")
+    wanted = {"suspended": "suspend", "revoked": "revoke", "valid": "reinstate"}[status]
+    raise ConflictError(
+        f"cannot {wanted} {shown}: it is {current} "
+        f"(allowed from {' or '.join(_TRANSITIONS[status])})"
+    )
+
+
+def _reference(name: str, value: str) -> str:
+    """A lifecycle reason or actor as audited: 1..64 characters, ID numbers masked."""
+    from exchange.standards.holder_ids import mask_ids_in_text
+
+    text = mask_ids_in_text(str(value).strip())
+    if not 1 <= len(text) <= 64:
+        raise ValueError(
+            f"{name} must have 1..64 characters (a case or document reference), got {len(text)}"
+        )
+    return text
+
 
 class _Pending:
     """A record on its way in: its canonical content and hash, and what the store decided."""
 
-    __slots__ = ("canonical", "current", "digest", "record", "sequence")
+    __slots__ = ("canonical", "current", "digest", "license_id", "record", "sequence")
 
     def __init__(self, record: LicenseRecord) -> None:
+        self.current: Row[Any] | None = None  # the stored row, for a changed license
+        self.sequence = ""  # assigned for a new license
+        self.license_id = ""  # assigned when written
+        self._set(record)
+
+    def _set(self, record: LicenseRecord) -> None:
         self.record = record
         self.canonical = JSONText(canonical_json(content_of(record)))
         self.digest = hash_text(self.canonical)
-        self.current: Row[Any] | None = None  # the stored row, for a changed license
-        self.sequence = ""  # assigned for a new license
+
+    def hold(self, status: str) -> None:
+        """Keep the stored ``status`` instead of the record's (see :func:`_held_status`)."""
+        self._set(replace(self.record, status=status))
 
     @property
     def sequence_group(self) -> tuple[str, str, int]:
         record = self.record
         return (record.type_code, record.issuer_code, record.issue_date.year)
+
+
+def _held_status(
+    stored: str, record: LicenseRecord, today: dt.date, *, lifecycle: bool
+) -> str | None:
+    """The stored status a sync's record may not change, or ``None``.
+
+    ``lifecycle`` says the stored status was set by a lifecycle action (not by a department's
+    data, which may undo its own deletion or suspension). Such a revocation is final; such a
+    suspension is lifted only by :meth:`LicenseStore.reinstate` (a record may still revoke
+    it). An expired license stays expired while the record's own dates say it is expired too
+    (a renewal with a later ``valid_to`` makes it valid again).
+    """
+    if lifecycle and stored == "revoked":
+        return "revoked"
+    if lifecycle and stored == "suspended" and record.status == "valid":
+        return "suspended"
+    if stored == "expired" and effective_status(record.status, record.valid_to, today) == "expired":
+        return "expired"
+    return None
+
+
+def _record_of(row: Row[Any], **changes: Any) -> LicenseRecord:
+    """The record a stored ``licenses`` row holds, with ``changes`` applied."""
+    values = {name: getattr(row, name) for name in _RECORD_COLUMNS}
+    values["face"] = dict(row.face)
+    values.update(changes)
+    return LicenseRecord(**values)
 
 
 def _record_columns(batch: Sequence[_Pending]) -> dict[str, list[Any]]:

@@ -127,3 +127,34 @@ def make_record() -> MakeRecord:
         return LicenseRecord(**values)
 
     return make
+
+
+STORE_TODAY = dt.date(2026, 11, 28)  # the date a signing_store evaluates validity on
+
+
+@pytest.fixture(scope="session")
+def deployment() -> Any:
+    """The sample deployment (config/): which department signs which issuer's licenses."""
+    from pathlib import Path
+
+    from exchange.config import load_deployment
+
+    return load_deployment(Path(__file__).resolve().parents[2] / "config")
+
+
+@pytest.fixture
+def keyring(tmp_path: Any) -> Any:
+    """An empty key ring in ``tmp_path``: signing generates the departments' keys on first use."""
+    from license_store.signing import KeyRing
+
+    return KeyRing(tmp_path / "keys")
+
+
+@pytest.fixture
+def signing_store(db_url: str, keyring: Any, deployment: Any) -> Iterator[LicenseStore]:
+    """A migrated store on each backend that signs with ``keyring``; today is ``STORE_TODAY``."""
+    with LicenseStore(
+        db_url, keyring=keyring, deployment=deployment, today=lambda: STORE_TODAY
+    ) as opened:
+        opened.upgrade()
+        yield opened

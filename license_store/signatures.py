@@ -1,0 +1,236 @@
+"""Stored signatures of license versions: which department signs what, batches and proofs in SQL.
+
+:mod:`license_store.signing` holds the cryptography (keys, Merkle trees, offline verification);
+this module connects it to the store's tables. :meth:`license_store.LicenseStore.sign_pending`
+finds every license version without a proof (``license_proofs``), groups them by the department
+that signs them (:class:`DepartmentResolver`), signs each group as one Merkle batch with the
+department's key and writes the batch (``signature_batches``) and its proofs in one transaction.
+A version is therefore either fully signed or not at all, and a re-run signs only what is left.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import and_, select
+from sqlalchemy.engine import Connection, Row
+
+from license_store.database import bulk_insert
+from license_store.models import license_proofs, license_versions, signature_batches
+from license_store.signing import (
+    BatchSignature,
+    KeyFileError,
+    KeyRing,
+    ProofStep,
+    canonical_content,
+    sign_batch,
+)
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from exchange.config import Deployment
+
+__all__ = [
+    "MAX_BATCH_LEAVES",
+    "DepartmentResolver",
+    "SigningResult",
+    "StoredSignature",
+    "decode_proof",
+    "encode_proof",
+    "group_by_department",
+    "select_unsigned",
+    "sign_versions",
+    "signer_key",
+    "stored_signature",
+    "write_batch",
+]
+
+log = logging.getLogger("govexchange.license_store.signatures")
+
+# Leaves per Merkle batch: a proof of 12 hashes (~800 bytes stored per version) for one
+# signature per 4,096 versions (~7 ns of Ed25519 per version). Larger batches only grow proofs.
+MAX_BATCH_LEAVES = 4_096
+
+
+@dataclass(frozen=True, slots=True)
+class SigningResult:
+    """What a signing pass did: versions signed, batches written, versions left without a signer."""
+
+    signed: int = 0
+    batches: int = 0
+    no_department: int = 0
+
+    def __add__(self, other: SigningResult) -> SigningResult:
+        return SigningResult(
+            self.signed + other.signed,
+            self.batches + other.batches,
+            self.no_department + other.no_department,
+        )
+
+
+class DepartmentResolver:
+    """The department that signs a license: its issuer's department, else its type's issuer.
+
+    A license's issuer code is the credit code of the department whose system it came from
+    (``departments[].code``); a license whose issuer is not a configured department is signed
+    by its type's ``issuing_department``. ``None`` when neither is configured.
+    """
+
+    def __init__(self, deployment: Deployment) -> None:
+        self._by_issuer = {department.code: department.id for department in deployment.departments}
+        self._by_type = {ltype.code: ltype.issuing_department for ltype in deployment.license_types}
+
+    def department(self, type_code: str, issuer_code: str) -> str | None:
+        return self._by_issuer.get(issuer_code) or self._by_type.get(type_code)
+
+
+def signer_key(keyring: KeyRing, department: str) -> Ed25519PrivateKey:
+    """The department's private key; generated (with a WARNING) when it has none yet."""
+    if not keyring.public_path(department).exists():
+        log.warning(
+            "department %s had no signing key: generated one in %s "
+            "(export its public key with `govx keys export %s`)",
+            department,
+            keyring.directory,
+            department,
+        )
+        # KeyFileError: another signer generated it first, or only the public key was missing
+        with contextlib.suppress(KeyFileError):
+            keyring.generate(department)
+    return keyring.private_key(department)
+
+
+def select_unsigned(conn: Connection, *, after: int, limit: int) -> list[Row[Any]]:
+    """Up to ``limit`` versions without a proof, ``license_versions.id > after``, by id."""
+    statement = (
+        select(
+            license_versions.c.id,
+            license_versions.c.license_base,
+            license_versions.c.version,
+            license_versions.c.content,
+        )
+        .outerjoin(
+            license_proofs,
+            and_(
+                license_proofs.c.license_base == license_versions.c.license_base,
+                license_proofs.c.version == license_versions.c.version,
+            ),
+        )
+        .where(license_versions.c.id > after, license_proofs.c.license_base.is_(None))
+        .order_by(license_versions.c.id)
+        .limit(limit)
+    )
+    return list(conn.execute(statement))
+
+
+def encode_proof(proof: Sequence[ProofStep]) -> list[str]:
+    """A proof as stored: one ``"L<hex>"`` or ``"R<hex>"`` per step (compact JSON)."""
+    return [step.side + step.hash for step in proof]
+
+
+def decode_proof(stored: Sequence[str]) -> list[ProofStep]:
+    return [ProofStep(side=text[0], hash=text[1:]) for text in stored]
+
+
+def sign_versions(
+    department: str, key: Ed25519PrivateKey, rows: Sequence[Row[Any]]
+) -> tuple[BatchSignature, list[list[ProofStep]]]:
+    """Sign the versions' canonical contents as one Merkle batch of ``department``."""
+    return sign_batch(department, key, [canonical_content(row.content) for row in rows])
+
+
+def write_batch(
+    conn: Connection,
+    batch: BatchSignature,
+    rows: Sequence[Row[Any]],
+    proofs: Sequence[Sequence[ProofStep]],
+) -> str:
+    """Insert the batch and every version's proof (the caller's transaction); returns its id."""
+    batch_id = uuid.uuid4().hex
+    conn.execute(
+        signature_batches.insert().values(
+            batch_id=batch_id,
+            department=batch.issuer,
+            key_id=batch.key_id,
+            algorithm=batch.algorithm,
+            root=batch.root,
+            signature=batch.signature,
+            leaf_count=batch.leaves,
+            signed_at=dt.datetime.fromisoformat(batch.signed_at),
+        )
+    )
+    bulk_insert(
+        conn,
+        license_proofs,
+        {
+            "license_base": [row.license_base for row in rows],
+            "version": [row.version for row in rows],
+            "batch_id": [batch_id] * len(rows),
+            "leaf_index": list(range(len(rows))),
+            "proof": [encode_proof(proof) for proof in proofs],
+        },
+    )
+    return batch_id
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSignature:
+    """A version's stored signature: its batch (as signed) and its inclusion proof."""
+
+    batch_id: str
+    department: str
+    batch: BatchSignature
+    proof: list[ProofStep]
+
+    @property
+    def signed_at(self) -> str:
+        return self.batch.signed_at
+
+
+def _iso(value: dt.datetime) -> str:
+    aware = value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
+    return aware.astimezone(dt.UTC).isoformat()
+
+
+def stored_signature(conn: Connection, license_base: str, version: int) -> StoredSignature | None:
+    """The proof and batch of one version, or ``None`` when it is unsigned."""
+    row = conn.execute(
+        select(license_proofs.c.proof, signature_batches)
+        .join(signature_batches, signature_batches.c.batch_id == license_proofs.c.batch_id)
+        .where(license_proofs.c.license_base == license_base, license_proofs.c.version == version)
+    ).one_or_none()
+    if row is None:
+        return None
+    batch = BatchSignature(
+        issuer=row.department,
+        key_id=row.key_id,
+        root=row.root,
+        signature=row.signature,
+        leaves=row.leaf_count,
+        signed_at=_iso(row.signed_at),
+        algorithm=row.algorithm,
+    )
+    return StoredSignature(row.batch_id, row.department, batch, decode_proof(row.proof))
+
+
+def group_by_department(
+    rows: Sequence[Row[Any]], resolver: DepartmentResolver
+) -> tuple[dict[str, list[Row[Any]]], list[Row[Any]]]:
+    """Versions per signing department, and those no configured department signs."""
+    groups: dict[str, list[Row[Any]]] = {}
+    orphans: list[Row[Any]] = []
+    for row in rows:
+        content: Mapping[str, Any] = row.content
+        department = resolver.department(content["type_code"], content["issuer_code"])
+        if department is None:
+            orphans.append(row)
+        else:
+            groups.setdefault(department, []).append(row)
+    return groups, orphans
