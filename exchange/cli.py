@@ -20,6 +20,8 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from exchange.cli_lifecycle import lifecycle_app
+
 if TYPE_CHECKING:
     import datetime as dt
 
@@ -63,6 +65,7 @@ audit_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(audit_app, name="audit")
+app.add_typer(lifecycle_app, name="lifecycle")
 
 console = Console()
 err_console = Console(stderr=True)

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
+from exchange.cli import app
 from license_store import ConflictError, LicenseStore
 from license_store.audit import AuditLog
 from license_store.signing import KeyRing
@@ -140,3 +143,56 @@ def test_the_license_step_audits_its_new_versions(
         ("sync:fs_household", "change", "sync", "run-1")
     }
     assert {e.license_ids for e in entries} == {(c.license_id,) for c in result.changes}
+
+
+runner = CliRunner(env={"COLUMNS": "200"})
+
+
+@pytest.fixture
+def cli_store(monkeypatch: pytest.MonkeyPatch, sqlite_url: str) -> Iterator[LicenseStore]:
+    """The store the CLI opens ($GOVX_LICENSE_DB_URL), migrated; keys under $GOVX_HOME/keys."""
+    monkeypatch.setenv("GOVX_LICENSE_DB_URL", sqlite_url)
+    monkeypatch.setenv("GOVX_CONFIG", str(Path(__file__).resolve().parents[2] / "config"))
+    with LicenseStore(sqlite_url) as opened:
+        opened.upgrade()
+        yield opened
+
+
+def test_govx_lifecycle_commands_mask_the_holder_and_explain_refusals(
+    cli_store: LicenseStore, make_record: Any
+) -> None:
+    record = make_record(0, valid_to=dt.date(2020, 1, 1))
+    other = make_record(1)
+    cli_store.upsert([record, other])
+    first = cli_store.licenses_for_holder(other.holder_id)[0].license_id
+    result = runner.invoke(
+        app, ["lifecycle", "suspend", first, "--reason", "CASE-9", "--actor", "op"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "is now suspended" in result.output and "(version 2, holder 4406" in result.output
+    assert other.holder_id not in result.output
+    result = runner.invoke(app, ["lifecycle", "revoke", first, "--reason", "CASE-10"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["lifecycle", "reinstate", first, "--reason", "CASE-11"])
+    assert result.exit_code == 1
+    assert "revocation is final" in result.output and other.holder_id not in result.output
+    result = runner.invoke(app, ["lifecycle", "suspend", "1.2.3", "--reason", "CASE-12"])
+    assert (result.exit_code, "no license" in result.output) == (1, True)
+    result = runner.invoke(app, ["lifecycle", "suspend", first, "--reason", "x" * 65])
+    assert (result.exit_code, "1..64 characters" in result.output) == (2, True)
+    result = runner.invoke(app, ["lifecycle", "expire", "--today", "2026-11-28"])
+    assert (result.exit_code, result.output.strip()) == (0, "1 licenses expired")
+    assert cli_store.licenses_for_holder(record.holder_id)[0].version == 2
+    result = runner.invoke(app, ["lifecycle", "expire", "--today", "28/11/2026"])
+    assert result.exit_code == 2
+    assert cli_store.get(first).status == "revoked"
+    entries = AuditLog(cli_store.url).tail(5)
+    assert [e.matter for e in entries] == ["expiry", "lifecycle", "lifecycle"]
+    assert entries[-1].client_id == "op" and entries[-2].client_id.startswith("cli:")
+
+
+def test_govx_lifecycle_help_lists_the_commands() -> None:
+    result = runner.invoke(app, ["lifecycle", "--help"])
+    assert result.exit_code == 0
+    for command in ("suspend", "revoke", "reinstate", "expire"):
+        assert command in result.output
