@@ -20,6 +20,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from exchange.cli_clients import clients_app
 from exchange.cli_lifecycle import lifecycle_app
 
 if TYPE_CHECKING:
@@ -66,6 +67,7 @@ audit_app = typer.Typer(
 )
 app.add_typer(audit_app, name="audit")
 app.add_typer(lifecycle_app, name="lifecycle")
+app.add_typer(clients_app, name="clients")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -816,22 +818,58 @@ def runs(
                 )
 
 
-def _lookup_via_api(holder_id: str, store_url: str | None = None) -> tuple[int, dict]:
-    """Ask the intake API (in process) exactly as an intake system would over HTTP."""
-    import warnings
+def _admin_lookup(holder_id: str, case: str | None, matter: str | None = None) -> dict:
+    """A holder's current licenses read straight from the store by an operator, audited as
+    ``cli:<user>`` with the case named; the payload has the intake API's shape."""
+    import getpass
 
-    with warnings.catch_warnings():  # starlette's TestClient warns about httpx; not our concern
-        warnings.simplefilter("ignore")
-        from fastapi.testclient import TestClient
-
-    from license_store.api import create_app
+    from exchange.standards.holder_ids import InvalidIdentifier, parse_holder_id
+    from license_store.audit import AuditLog
+    from license_store.intake import license_out
+    from license_store.security import valid_case_id
     from license_store.store import LicenseStore
 
-    with LicenseStore(store_url) as store:
+    try:
+        holder = parse_holder_id(holder_id, field="holder ID")
+    except InvalidIdentifier as exc:
+        raise _fail(str(exc)) from None
+    if not case or not valid_case_id(case):
+        raise _fail(
+            "name the case or ticket this read is for with --case (letters, digits, . _ : / -): "
+            "every read of personal data is audited"
+        )
+    wanted: set[str] | None = None
+    if matter is not None:
+        found_matter = next((m for m in _deployment().matters if m.code == matter), None)
+        if found_matter is None:
+            raise _fail(f"unknown matter {matter!r}; see `govx catalog`")
+        types = _deployment().license_type_by_id
+        wanted = {
+            types[m.license_type].code for m in found_matter.materials if m.license_type in types
+        }
+    with LicenseStore() as store:
         store.upgrade()
-        with TestClient(create_app(store)) as client:
-            response = client.get(f"/v1/holders/{holder_id}/licenses")
-    return response.status_code, response.json()
+        found = store.licenses_for_holder(holder.value)
+    shown = [item for item in found if wanted is None or item.type_code in wanted]
+    with AuditLog() as trail:
+        trail.append(
+            [
+                trail.entry(
+                    client_id=f"cli:{getpass.getuser()}"[:64],
+                    action="read",
+                    holder_id=holder.value,
+                    license_ids=[item.license_id for item in shown],
+                    matter=matter or "admin-lookup",
+                    case_id=case,
+                    result="ok",
+                )
+            ]
+        )
+    return {
+        "holder": {"id": holder.masked, "kind": holder.kind.value},
+        "count": len(shown),
+        "licenses": [license_out(item).model_dump(mode="json") for item in shown],
+    }
 
 
 def _face_labels() -> dict[str, dict[str, str]]:
@@ -889,15 +927,28 @@ def licenses(
     holder_id: Annotated[
         str, typer.Argument(help="Resident ID number or unified social credit code.")
     ],
-    as_json: Annotated[bool, typer.Option("--json", help="Print the API's JSON response.")] = False,
+    case: Annotated[
+        str | None,
+        typer.Option(
+            "--case",
+            help="The case or ticket this read is for (written to the audit trail; required).",
+        ),
+    ] = None,
+    matter: Annotated[
+        str | None,
+        typer.Option(help="Only the license types this matter needs (a matter code)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the licenses as JSON.")] = False,
     unmask: Annotated[
         bool, typer.Option("--unmask", help="Show ID numbers inside licenses unmasked.")
     ] = False,
 ) -> None:
-    """Show a holder's current licenses, as the intake API returns them."""
-    status, payload = _lookup_via_api(holder_id)
-    if status != 200:
-        raise _fail(payload.get("detail", f"HTTP {status}"))
+    """Show a holder's current licenses (operators; intake systems use the API).
+
+    Reads the license store directly and writes the read to the audit trail as `cli:<user>`
+    with the case given, like every read of personal data.
+    """
+    payload = _admin_lookup(holder_id, case, matter)
     if as_json:
         text = json.dumps(payload, ensure_ascii=False, indent=2)
         if not unmask:
@@ -1102,8 +1153,8 @@ def _demo_lookup(systems: list) -> None:
     from exchange.standards import mask_id
 
     holder = sample_applicant(systems)
-    status, payload = _lookup_via_api(holder)
-    console.rule(f"[bold]intake lookup: GET /v1/holders/{mask_id(holder)}/licenses -> {status}")
+    payload = _admin_lookup(holder, "DEMO-LOOKUP-1")
+    console.rule(f"[bold]intake lookup: the licenses of {mask_id(holder)} -> 200")
     _print_licenses(payload, unmask=False)
 
 

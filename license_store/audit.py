@@ -56,6 +56,7 @@ __all__ = [
     "VerifyResult",
     "audit_key",
     "entry_hash",
+    "key_file",
 ]
 
 ACTIONS = ("read", "prefill", "verify", "change")
@@ -130,11 +131,11 @@ def audit_key() -> bytes:
         return configured.encode("utf-8")
     from exchange.settings import govx_home
 
-    return _key_file(govx_home() / KEY_FILE_NAME)
+    return key_file(govx_home() / KEY_FILE_NAME)
 
 
-def _key_file(path: Path) -> bytes:
-    """The key in ``path``, written first (atomically, 0600) if there is none yet."""
+def key_file(path: Path) -> bytes:
+    """The secret key in ``path`` (hex), written first (atomically, 0600) if there is none yet."""
     if not path.exists():
         temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
         descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -150,7 +151,7 @@ def _key_file(path: Path) -> bytes:
             temporary.unlink()
     key = path.read_text(encoding="ascii").strip()
     if not key:
-        raise LicenseStoreError(f"the audit key file {path} is empty")
+        raise LicenseStoreError(f"the key file {path} is empty")
     return key.encode("ascii")
 
 

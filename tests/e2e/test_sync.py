@@ -12,16 +12,15 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from fastapi.testclient import TestClient
 
 from exchange.config import Deployment
 from exchange.curated import CuratedDataset, RunMerge, curated_dir
 from exchange.demo import DemoSystem, dirty_rows, sample_applicant, simulate_changes
 from exchange.state import ExchangeState, RunStatus
 from exchange.sync import RunFailed, SyncContext, land, publish, publish_licenses, sync
-from license_store.api import create_app
 from license_store.errors import StoreUnavailable
 from license_store.store import LicenseStore
+from tests.intake import EVERY_MATTER, intake_client
 
 RAW_ID = re.compile(r"(?<![0-9*])[0-9]{17}[0-9Xx](?![0-9A-Za-z])")
 
@@ -73,8 +72,10 @@ def test_sample_applicant_through_the_api(
 ) -> None:
     sync_all(deployment)
     holder = sample_applicant(demo_systems)
-    with LicenseStore() as store, TestClient(create_app(store)) as client:
-        response = client.get(f"/v1/holders/{holder}/licenses")
+    with LicenseStore() as store, intake_client(store) as (client, headers):
+        response = client.get(
+            f"/v1/holders/{holder}/licenses", params={"matter": EVERY_MATTER}, headers=headers
+        )
     assert response.status_code == 200
     body = response.json()
     types = {lic["type_name"] for lic in body["licenses"]}

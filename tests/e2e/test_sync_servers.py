@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, func, select
 from sqlalchemy.engine import make_url
 
@@ -25,8 +24,8 @@ from exchange.demo import (
 from exchange.demo.schema import spec_for
 from exchange.state import RunStatus
 from exchange.sync import SyncContext, sync
-from license_store.api import create_app
 from license_store.store import LicenseStore
+from tests.intake import EVERY_MATTER, intake_client
 
 pytestmark = [pytest.mark.postgres, pytest.mark.mariadb]
 
@@ -92,9 +91,11 @@ def test_all_five_systems_sync_incrementally_from_every_kind_of_source(
 
     assert count_rows(postgres_url, "gd_household_registry") > 800  # newcomers, newborns
     holder = sample_applicant(systems)
-    with LicenseStore() as store, TestClient(create_app(store)) as client:
+    with LicenseStore() as store, intake_client(store) as (client, headers):
         assert store.url.startswith("postgresql")
-        body = client.get(f"/v1/holders/{holder}/licenses").json()
+        body = client.get(
+            f"/v1/holders/{holder}/licenses", params={"matter": EVERY_MATTER}, headers=headers
+        ).json()
     assert {"居民身份证", "居民户口簿", "结婚证", "出生医学证明", "不动产权证书"} <= {
         lic["type_name"] for lic in body["licenses"]
     }

@@ -9,6 +9,7 @@ from fastapi.testclient import TestClient
 from exchange.config import load_deployment
 from license_store.api import create_app
 from license_store.store import LicenseStore
+from tests.intake import TEST_MATTER, intake_client
 
 CONFIG = Path(__file__).resolve().parents[2] / "config"
 UNREACHABLE = "postgresql+psycopg://govx:s3cret@127.0.0.1:1/licenses?connect_timeout=1"
@@ -37,9 +38,9 @@ def test_readyz_is_503_for_an_unmigrated_or_unreachable_store(tmp_path: Path) ->
 
 def test_catalogues_list_the_license_types_and_matters(sqlite_store: LicenseStore) -> None:
     deployment = load_deployment(CONFIG)
-    with TestClient(create_app(sqlite_store, deployment)) as client:
-        types = client.get("/v1/catalog/license-types").json()
-        matters = client.get("/v1/catalog/matters").json()
+    with intake_client(sqlite_store, deployment) as (client, headers):
+        types = client.get("/v1/catalog/license-types", headers=headers).json()
+        matters = client.get("/v1/catalog/matters", headers=headers).json()
     assert [t["id"] for t in types] == [t.id for t in deployment.license_types]
     card = next(t for t in types if t["id"] == "resident_id_card")
     assert card["holder_kind"] == "natural" and card["validity"] == "from_source"
@@ -57,8 +58,9 @@ def test_catalogues_come_from_the_configured_deployment(
     sqlite_store: LicenseStore, monkeypatch
 ) -> None:
     monkeypatch.setenv("GOVX_CONFIG", str(CONFIG))
-    with TestClient(create_app(sqlite_store)) as client:
-        response = client.get("/v1/catalog/matters")
+    with intake_client(sqlite_store) as (client, headers):
+        client.app.state.deployment = None  # as served: loaded from GOVX_CONFIG on first use
+        response = client.get("/v1/catalog/matters", headers=headers)
     assert response.status_code == 200 and len(response.json()) == len(
         load_deployment(CONFIG).matters
     )
@@ -69,11 +71,12 @@ def test_metrics_count_requests_by_route_template_and_lookups_by_type(
 ) -> None:
     holder = samples.resident_id(7)
     sqlite_store.upsert([make_record(7)])
-    with TestClient(create_app(sqlite_store)) as client:
-        assert client.get(f"/v1/holders/{holder}/licenses").json()["count"] == 1
-        client.get("/v1/holders/not-an-id/licenses")
+    with intake_client(sqlite_store) as (client, headers):
+        read = {"params": {"matter": TEST_MATTER}, "headers": headers}
+        assert client.get(f"/v1/holders/{holder}/licenses", **read).json()["count"] == 1
+        client.get("/v1/holders/not-an-id/licenses", **read)
         client.get("/no/such/route/440604200501011234")
-        text = client.get("/metrics").text
+        text = client.get("/metrics", headers=headers).text
     assert (
         'govx_http_requests_total{method="GET",route="/v1/holders/{holder_id}/licenses",'
         'status="200"} 1.0'

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
@@ -15,7 +16,10 @@ from stdnum.cn import ric
 
 from exchange.standards import format_license_id
 from license_store import License, LicenseStore
-from license_store.api import PROBLEM_JSON, create_app
+from license_store.api import create_app
+from license_store.problems import PROBLEM_JSON
+from license_store.tokens import TokenIssuer
+from tests.intake import TEST_MATTER, add_client, api_deployment, headers, intake_client, token
 
 UNREACHABLE = "postgresql+psycopg://govx:s3cret-pw@127.0.0.1:1/licenses?connect_timeout=2"
 
@@ -40,10 +44,25 @@ INVALID_HOLDER_IDS = {
 }
 
 
+MATTER = {"matter": TEST_MATTER}
+
+
+class Api:
+    """A TestClient and the headers of a client granted the test matter's license types."""
+
+    def __init__(self, client: TestClient, headers: dict[str, str]) -> None:
+        self.client = client
+        self.headers = headers
+
+    def get(self, path: str, **kwargs):
+        kwargs.setdefault("params", MATTER)
+        return self.client.get(path, headers=self.headers, **kwargs)
+
+
 @pytest.fixture
-def client(sqlite_store: LicenseStore) -> Iterator[TestClient]:
-    with TestClient(create_app(sqlite_store)) as test_client:
-        yield test_client
+def client(sqlite_store: LicenseStore) -> Iterator[Api]:
+    with intake_client(sqlite_store) as (test_client, headers):
+        yield Api(test_client, headers)
 
 
 def _assert_problem(response, status: int, code: str) -> dict:
@@ -57,7 +76,7 @@ def _assert_problem(response, status: int, code: str) -> dict:
     return body
 
 
-def test_healthz(client: TestClient) -> None:
+def test_healthz(client: Api) -> None:
     response = client.get("/healthz")
     assert (response.status_code, response.json()) == (200, {"status": "ok"})
 
@@ -72,11 +91,14 @@ def test_holder_licenses(store: LicenseStore, make_record, samples, caplog) -> N
         ]
     )
     caplog.set_level(logging.INFO, logger="govexchange.api")
-    with TestClient(create_app(store)) as client:
-        response = client.get(f"/v1/holders/{holder.lower()}/licenses")
+    with intake_client(store) as (client, headers):
+        response = client.get(
+            f"/v1/holders/{holder.lower()}/licenses", params=MATTER, headers=headers
+        )
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["holder"] == {"id": holder[:4] + "*" * 10 + holder[-4:], "kind": "natural"}
+    assert body["matter"] == {"code": TEST_MATTER, "name": "测试事项"}
     assert body["count"] == 2
     first, second = body["licenses"]
     assert first["type_code"] == samples.household_type
@@ -103,13 +125,13 @@ def test_holder_licenses(store: LicenseStore, make_record, samples, caplog) -> N
         "version",
         "face",
     }
-    assert second["type_name"] == "结婚证"
+    assert second["type_name"] == "结婚证"  # the test's name for the …Q002 type
     assert holder not in response.text
     assert holder not in caplog.text
     assert body["holder"]["id"] in caplog.text
 
 
-def test_legal_person(client: TestClient, sqlite_store: LicenseStore, make_record, samples) -> None:
+def test_legal_person(client: Api, sqlite_store: LicenseStore, make_record, samples) -> None:
     sqlite_store.upsert(
         [make_record(0, holder_id=samples.company, type_code=samples.business_type)]
     )
@@ -118,7 +140,7 @@ def test_legal_person(client: TestClient, sqlite_store: LicenseStore, make_recor
     assert body["licenses"][0]["holder_code_type"] == "001"
 
 
-def test_unknown_holder_is_an_empty_list(client: TestClient, samples) -> None:
+def test_unknown_holder_is_an_empty_list(client: Api, samples) -> None:
     response = client.get(f"/v1/holders/{samples.resident_id(77)}/licenses")
     assert response.status_code == 200
     assert response.json()["count"] == 0
@@ -126,11 +148,17 @@ def test_unknown_holder_is_an_empty_list(client: TestClient, samples) -> None:
 
 
 @pytest.mark.parametrize("raw", INVALID_HOLDER_IDS.values(), ids=INVALID_HOLDER_IDS.keys())
-def test_invalid_holder_id_is_a_422_problem_without_the_id(raw: str, caplog) -> None:
-    # The store is unreachable: a 422 proves the ID was checked before the store was touched.
+def test_invalid_holder_id_is_a_422_problem_without_the_id(
+    raw: str, caplog, tmp_path: Path
+) -> None:
+    # The store's lookup fails: a 422 proves the ID was checked before the store was touched.
     caplog.set_level(logging.INFO, logger="govexchange.api")
-    with LicenseStore(UNREACHABLE) as store, TestClient(create_app(store)) as client:
-        response = client.get(f"/v1/holders/{quote(raw, safe='')}/licenses")
+    with _BrokenStore(f"sqlite:///{tmp_path / 'l.db'}") as store:
+        store.upgrade()
+        with intake_client(store) as (client, headers):
+            response = client.get(
+                f"/v1/holders/{quote(raw, safe='')}/licenses", params=MATTER, headers=headers
+            )
     body = _assert_problem(response, 422, "invalid_holder_id")
     assert body["field"] == "holder_id"
     assert body["detail"].startswith("not a resident ID or credit code")
@@ -140,7 +168,7 @@ def test_invalid_holder_id_is_a_422_problem_without_the_id(raw: str, caplog) -> 
     assert len(response.text) < 1_000  # a long input is not echoed back
 
 
-def test_invalid_holder_reasons_are_specific(client: TestClient) -> None:
+def test_invalid_holder_reasons_are_specific(client: Api) -> None:
     def detail(raw: str) -> str:
         return client.get(f"/v1/holders/{raw}/licenses").json()["detail"]
 
@@ -149,7 +177,7 @@ def test_invalid_holder_reasons_are_specific(client: TestClient) -> None:
     assert "bad birth date" in detail(INVALID_HOLDER_IDS["bad_birth_date"])
 
 
-def test_license_by_identifier(client: TestClient, sqlite_store: LicenseStore, make_record) -> None:
+def test_license_by_identifier(client: Api, sqlite_store: LicenseStore, make_record) -> None:
     record = make_record(3)
     sqlite_store.upsert([record])
     first: License = sqlite_store.licenses_for_holder(record.holder_id)[0]
@@ -164,10 +192,10 @@ def test_license_by_identifier(client: TestClient, sqlite_store: LicenseStore, m
     assert record.holder_id not in response.text
 
 
-def test_license_not_found_is_a_404_problem(client: TestClient) -> None:
+def test_license_not_found_is_a_404_problem(client: Api) -> None:
     unknown = format_license_id("11440000MB2000000Q001", "11440604MB2C00012P", "20240000042", 1)
     body = _assert_problem(client.get(f"/v1/licenses/{unknown}"), 404, "license_not_found")
-    assert unknown in body["detail"]
+    assert body["detail"] == "no license has this identifier"
 
 
 @pytest.mark.parametrize(
@@ -178,17 +206,27 @@ def test_license_not_found_is_a_404_problem(client: TestClient) -> None:
         ("1.2.156.3005.2.11440000MB2000000Q001.11440604MB2C00012P.20240000042.001.Z", "check"),
     ],
 )
-def test_malformed_license_id_is_a_422_problem(
-    client: TestClient, license_id: str, reason: str
-) -> None:
+def test_malformed_license_id_is_a_422_problem(client: Api, license_id: str, reason: str) -> None:
     body = _assert_problem(client.get(f"/v1/licenses/{license_id}"), 422, "invalid_license_id")
     assert reason in body["detail"]
     assert body["field"] == "license_id"
 
 
 def test_unavailable_store_is_a_503_problem_without_internals(samples) -> None:
-    with LicenseStore(UNREACHABLE) as store, TestClient(create_app(store)) as client:
-        response = client.get(f"/v1/holders/{samples.resident_id(1)}/licenses")
+    issuer = TokenIssuer(b"k" * 32)
+    with LicenseStore(UNREACHABLE) as store:
+        app = create_app(store, api_deployment(), tokens=issuer)
+        with TestClient(app) as client:
+            response = client.get(
+                f"/v1/holders/{samples.resident_id(1)}/licenses",
+                params=MATTER,
+                headers={"Authorization": "Bearer x.y.z", "X-Case-Id": "C-1"},
+            )
+            _assert_problem(response, 401, "invalid_token")  # a bad token: no store needed
+            response = client.post(
+                "/v1/oauth/token",
+                data={"grant_type": "client_credentials", "client_id": "a", "client_secret": "b"},
+            )
     _assert_problem(response, 503, "store_unavailable")
     assert response.headers["retry-after"]
     assert "s3cret" not in response.text
@@ -196,9 +234,17 @@ def test_unavailable_store_is_a_503_problem_without_internals(samples) -> None:
 
 
 def test_unmigrated_store_is_a_503_problem(tmp_path: Path, samples) -> None:
-    empty = LicenseStore(f"sqlite:///{tmp_path / 'empty.db'}")
-    with empty, TestClient(create_app(empty)) as client:
-        response = client.get(f"/v1/holders/{samples.resident_id(1)}/licenses")
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    with LicenseStore(url) as migrated:
+        migrated.upgrade()
+        with intake_client(migrated) as (_, headers):
+            pass
+    with sqlite3.connect(tmp_path / "l.db") as raw:  # as if a newer release had migrated it
+        raw.execute("UPDATE alembic_version_license_store SET version_num = '9999'")
+    with LicenseStore(url) as store, TestClient(create_app(store, api_deployment())) as client:
+        response = client.get(
+            f"/v1/holders/{samples.resident_id(1)}/licenses", params=MATTER, headers=headers
+        )
     _assert_problem(response, 503, "store_not_ready")
 
 
@@ -212,9 +258,9 @@ class _BrokenStore(LicenseStore):
 def test_unexpected_error_is_a_500_problem_without_internals(tmp_path: Path, samples) -> None:
     holder = samples.resident_id(1)
     with _BrokenStore(f"sqlite:///{tmp_path / 'l.db'}") as store:
-        app = create_app(store)
-        with TestClient(app, raise_server_exceptions=False) as client:
-            response = client.get(f"/v1/holders/{holder}/licenses")
+        store.upgrade()
+        with intake_client(store, raise_server_exceptions=False) as (client, headers):
+            response = client.get(f"/v1/holders/{holder}/licenses", params=MATTER, headers=headers)
     _assert_problem(response, 500, "internal_error")
     assert "internal detail" not in response.text
     assert holder not in response.text
@@ -234,11 +280,11 @@ def test_request_validation_errors_are_problems(sqlite_store: LicenseStore) -> N
     assert "11010519491231002X" not in response.text
 
 
-def test_unknown_route_is_a_404_problem(client: TestClient) -> None:
+def test_unknown_route_is_a_404_problem(client: Api) -> None:
     _assert_problem(client.get("/v1/nothing-here"), 404, "not_found")
 
 
-def test_openapi_documents_routes_models_and_problems(client: TestClient) -> None:
+def test_openapi_documents_routes_models_and_problems(client: Api) -> None:
     spec = client.get("/openapi.json").json()
     holder_route = spec["paths"]["/v1/holders/{holder_id}/licenses"]["get"]
     assert holder_route["responses"]["200"]["content"]["application/json"]["schema"] == {
@@ -252,7 +298,7 @@ def test_openapi_documents_routes_models_and_problems(client: TestClient) -> Non
     assert client.get("/docs").status_code == 200
 
 
-def test_docs_pages_need_no_network(client: TestClient) -> None:
+def test_docs_pages_need_no_network(client: Api) -> None:
     """Swagger UI and ReDoc load their scripts and styles from the app itself, not a CDN."""
     for page in ("/docs", "/redoc"):
         html = client.get(page).text
@@ -270,9 +316,13 @@ def test_app_without_a_store_opens_the_configured_one(
     with LicenseStore(url) as seeded:
         seeded.upgrade()
         seeded.upsert([make_record(4)])
+        client_id, secret = add_client(seeded)
     monkeypatch.setenv("GOVX_LICENSE_DB_URL", url)
-    app = create_app()
+    app = create_app(deployment=api_deployment())
     with TestClient(app) as client:
-        body = client.get(f"/v1/holders/{samples.resident_id(4)}/licenses").json()
+        access = token(client, client_id, secret)
+        body = client.get(
+            f"/v1/holders/{samples.resident_id(4)}/licenses", params=MATTER, headers=headers(access)
+        ).json()
         assert body["count"] == 1
     assert app.state.store is None  # closed at shutdown

@@ -1,0 +1,828 @@
+"""The intake routes: a holder's licenses for a matter, prefill, a license and its verification,
+and the holder's access log.
+
+Every route here reads personal data, so every one needs a bearer token with a scope
+(:func:`license_store.security.require`), a case reference (``X-Case-Id``, or ``case_id`` in the
+prefill body) and, for licenses, the matter the read is for. Only the license types that the
+matter lists **and** the client is granted are ever returned (:mod:`license_store.access`); a
+license of another type is answered exactly as if it did not exist. Each read is appended to the
+audit trail before its response is sent (:class:`license_store.audit.AuditWriter`, a group
+commit): if the entry cannot be made durable, the read fails with 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import threading
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Body, Depends, FastAPI, Path, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, ConfigDict, Field
+
+from exchange.config import Deployment, load_deployment
+from exchange.standards.holder_ids import HolderId, InvalidIdentifier, mask_id, parse_holder_id
+from exchange.standards.license_ids import parse_license_id
+from license_store.access import AccessDenied, MatterAccess, UnknownMatter, resolve_matter
+from license_store.audit import AuditEntry, AuditLog, AuditWriter
+from license_store.clients import ClientCache
+from license_store.errors import LicenseNotFound, StoreUnavailable
+from license_store.metrics import ApiMetrics
+from license_store.problems import ProblemError, bounded, problem_responses
+from license_store.records import License
+from license_store.security import CASE_ID_PATTERN, Caller, case_id, require
+from license_store.store import LicenseStore
+
+__all__ = [
+    "EXAMPLE_LICENSE",
+    "HolderLicenses",
+    "LicenseOut",
+    "get_deployment",
+    "get_store",
+    "router",
+]
+
+log = logging.getLogger("govexchange.api")
+
+NEWBORN_MATTER = "11440600MB20125487-XSE-001"
+EXAMPLE_LICENSE: dict[str, Any] = {
+    "license_id": "1.2.156.3005.2.11440000MB2000000Q001.11440000MB2000000Q.20240000001.001.5",
+    "type_code": "11440000MB2000000Q001",
+    "type_name": "居民户口簿",
+    "number": "440604001234",
+    "issuer": {"code": "11440000MB2000000Q", "name": "佛山市公安局禅城分局"},
+    "region_code": "440604",
+    "holder_name": "张三",
+    "holder_code_type": "111",
+    "issue_date": "2024-03-01",
+    "valid_from": "2024-03-01",
+    "valid_to": None,
+    "status": "valid",
+    "version": 1,
+    "face": {"address": "广东省佛山市禅城区祖庙路1号", "relation": "户主"},
+}
+
+# -- dependencies -------------------------------------------------------------------------------
+
+
+def get_store(request: Request) -> LicenseStore:
+    """The application's store (set by ``create_app`` or its lifespan)."""
+    store: LicenseStore | None = getattr(request.app.state, "store", None)
+    if store is None:
+        raise StoreUnavailable("the license store is not open (application not started)")
+    return store
+
+
+def get_deployment(request: Request) -> Deployment:
+    """The deployment the app serves (loaded from ``GOVX_CONFIG`` on first use)."""
+    deployment: Deployment | None = getattr(request.app.state, "deployment", None)
+    if deployment is None:
+        deployment = load_deployment()
+        request.app.state.deployment = deployment
+    return deployment
+
+
+StoreDep = Annotated[LicenseStore, Depends(get_store)]
+DeploymentDep = Annotated[Deployment, Depends(get_deployment)]
+Reader = Annotated[Caller, require("licenses:read")]
+Portal = Annotated[Caller, require("access-log:read")]
+CaseId = Annotated[str, Depends(case_id)]
+MatterQuery = Annotated[
+    str | None,
+    Query(
+        description="the matter (办事事项) this read is for, by its catalogue code "
+        "(`GET /v1/catalog/matters`)",
+        examples=[NEWBORN_MATTER],
+    ),
+]
+HolderPath = Annotated[
+    str,
+    Path(
+        description="resident identity number (GB 11643) or unified social credit code (GB 32100)",
+        examples=["11010519491231002X"],
+    ),
+]
+LicensePath = Annotated[
+    str,
+    Path(
+        description="electronic license identifier; any version's identifier gives the current "
+        "version",
+        examples=[EXAMPLE_LICENSE["license_id"]],
+    ),
+]
+
+_writer_lock = threading.Lock()
+
+
+def audit_writer(app: FastAPI) -> AuditWriter:
+    """The app's audit group commit, started on first use (closed by the app's lifespan)."""
+    writer: AuditWriter | None = getattr(app.state, "audit_writer", None)
+    if writer is None:
+        with _writer_lock:
+            writer = getattr(app.state, "audit_writer", None)
+            if writer is None:
+                writer = AuditWriter(app.state.audit)
+                app.state.audit_writer = writer
+    return writer
+
+
+async def _audit(request: Request, entries: Sequence[AuditEntry]) -> None:
+    """Append ``entries`` and return once they are durable (503 if they cannot be)."""
+    try:
+        await asyncio.wrap_future(audit_writer(request.app).submit(entries))
+    except Exception as error:
+        log.error("audit trail write failed: %s", type(error).__name__)
+        raise StoreUnavailable("the audit trail cannot be written") from None
+
+
+def _entry(
+    request: Request,
+    caller: Caller,
+    action: str,
+    holder_id: str,
+    licenses: Sequence[str],
+    matter: str,
+    case: str,
+    result: str,
+) -> AuditEntry:
+    log_: AuditLog = request.app.state.audit
+    return log_.entry(
+        client_id=caller.client_id,
+        action=action,
+        holder_id=holder_id,
+        license_ids=licenses,
+        matter=matter,
+        case_id=case,
+        result=result,
+    )
+
+
+def _valid_holder(holder_id: str, field: str = "holder_id") -> HolderId:
+    try:
+        return parse_holder_id(holder_id, field=field)
+    except InvalidIdentifier as error:
+        log.info("rejected holder ID %s: %s", bounded(error.masked), error.reason)
+        raise ProblemError(
+            422,
+            "invalid_holder_id",
+            "Invalid holder ID",
+            f"{error.reason} ({bounded(error.masked)})",
+            field=error.field,
+        ) from None
+
+
+def _valid_license_id(license_id: str) -> None:
+    try:
+        parse_license_id(license_id)
+    except ValueError as error:
+        raise ProblemError(
+            422,
+            "invalid_license_id",
+            "Invalid license identifier",
+            bounded(str(error)),
+            "license_id",
+        ) from None
+
+
+def _matter_access(
+    deployment: Deployment, caller: Caller, matter: str | None, field: str = "matter"
+) -> MatterAccess:
+    if matter is None or not matter.strip():
+        raise ProblemError(
+            422,
+            "invalid_matter",
+            "Invalid matter",
+            "name the matter this read is for (?matter=<catalogue code>)",
+            field=field,
+        )
+    try:
+        return resolve_matter(deployment, caller.client, matter)
+    except UnknownMatter:
+        raise ProblemError(
+            422,
+            "invalid_matter",
+            "Invalid matter",
+            "no matter of the catalogue has this code (see GET /v1/catalog/matters)",
+            field=field,
+        ) from None
+    except AccessDenied as denied:
+        raise ProblemError(403, denied.code, "Forbidden", denied.detail) from None
+
+
+async def _denied(
+    request: Request,
+    caller: Caller,
+    action: str,
+    holder_id: str,
+    matter: str | None,
+    case: str,
+    error: ProblemError,
+) -> ProblemError:
+    """Audit a refused read of a (valid) holder, then hand back the error to raise."""
+    await _audit(
+        request,
+        [_entry(request, caller, action, holder_id, (), matter or "-", case, "denied")],
+    )
+    return error
+
+
+def _count_lookups(request: Request, licenses: Sequence[License]) -> None:
+    metrics: ApiMetrics | None = getattr(request.app.state, "metrics", None)
+    if metrics is not None:
+        for item in licenses:
+            metrics.lookups.labels(item.type_code).inc()
+
+
+# -- models -------------------------------------------------------------------------------------
+
+
+class Issuer(BaseModel):
+    """The department that issued a license."""
+
+    code: str = Field(description="unified social credit code of the issuing department")
+    name: str
+
+
+class LicenseOut(BaseModel):
+    """A license as intake systems receive it (current version; status as of today)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE_LICENSE]})
+
+    license_id: str = Field(description="electronic license identifier, version and check included")
+    type_code: str
+    type_name: str
+    number: str = Field(description="license number (证照编号)")
+    issuer: Issuer
+    region_code: str = Field(description="region of jurisdiction, GB/T 2260")
+    holder_name: str
+    holder_code_type: Literal["111", "001"] = Field(
+        description="111 resident identity number, 001 unified social credit code"
+    )
+    issue_date: dt.date
+    valid_from: dt.date | None
+    valid_to: dt.date | None
+    status: Literal["valid", "expired", "revoked", "suspended"] = Field(
+        description="as of today: a valid license past its valid_to reads as expired"
+    )
+    version: int
+    face: dict[str, str] = Field(description="fields printed on the license (照面信息)")
+
+
+class Holder(BaseModel):
+    """Whose licenses these are; the ID is masked."""
+
+    id: str = Field(description="the holder ID, masked")
+    kind: Literal["natural", "legal"]
+
+
+class MatterRef(BaseModel):
+    """The matter a read was for."""
+
+    code: str
+    name: str
+
+
+class HolderLicenses(BaseModel):
+    """A holder's current licenses that the matter needs and the client may receive."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "holder": {"id": "4406**********1234", "kind": "natural"},
+                    "matter": {"code": NEWBORN_MATTER, "name": "新生儿入户登记"},
+                    "count": 1,
+                    "licenses": [EXAMPLE_LICENSE],
+                }
+            ]
+        }
+    )
+
+    holder: Holder
+    matter: MatterRef
+    count: int
+    licenses: list[LicenseOut]
+
+
+def license_out(found: License) -> LicenseOut:
+    """The API's view of a stored license."""
+    return LicenseOut(
+        license_id=found.license_id,
+        type_code=found.type_code,
+        type_name=found.type_name,
+        number=found.number,
+        issuer=Issuer(code=found.issuer_code, name=found.issuer_name),
+        region_code=found.region_code,
+        holder_name=found.holder_name,
+        holder_code_type=found.holder_code_type,
+        issue_date=found.issue_date,
+        valid_from=found.valid_from,
+        valid_to=found.valid_to,
+        status=found.status,
+        version=found.version,
+        face=found.face,
+    )
+
+
+# -- routes -------------------------------------------------------------------------------------
+
+router = APIRouter()
+
+
+@router.get(
+    "/v1/holders/{holder_id}/licenses",
+    response_model=HolderLicenses,
+    tags=["licenses"],
+    summary="A holder's licenses for a matter (一号申办)",
+    responses=problem_responses(401, 403, 422, 429, 500, 503),
+)
+async def holder_licenses(
+    request: Request,
+    store: StoreDep,
+    deployment: DeploymentDep,
+    caller: Reader,
+    case: CaseId,
+    holder_id: HolderPath,
+    matter: MatterQuery = None,
+) -> HolderLicenses:
+    """The holder's current licenses of the types that ``matter`` lists as materials **and**
+    the client is granted, by type code then issue date. Other types are never returned; an
+    unknown holder has none. The read is audited (client, holder, licenses, matter, case)."""
+    holder = _valid_holder(holder_id)
+    try:
+        access = _matter_access(deployment, caller, matter)
+    except ProblemError as error:
+        if error.problem.status != 403:
+            raise
+        raise await _denied(request, caller, "read", holder.value, matter, case, error) from None
+    wanted = access.type_codes
+    if not wanted:
+        error = ProblemError(
+            403,
+            "license_type_not_granted",
+            "Forbidden",
+            "this client is granted none of the license types the matter needs",
+        )
+        raise await _denied(request, caller, "read", holder.value, matter, case, error)
+    found = await run_in_threadpool(store.licenses_for_holder, holder.value)
+    shown = [item for item in found if item.type_code in wanted]
+    await _audit(
+        request,
+        [
+            _entry(
+                request,
+                caller,
+                "read",
+                holder.value,
+                [item.license_id for item in shown],
+                access.matter.code,
+                case,
+                "ok",
+            )
+        ],
+    )
+    log.info(
+        "holder lookup %s (%s) by %s for %s: %d licenses",
+        holder.masked,
+        holder.kind.value,
+        caller.client_id,
+        access.matter.code,
+        len(shown),
+    )
+    _count_lookups(request, shown)
+    return HolderLicenses(
+        holder=Holder(id=holder.masked, kind=holder.kind.value),
+        matter=MatterRef(code=access.matter.code, name=access.matter.name),
+        count=len(shown),
+        licenses=[license_out(item) for item in shown],
+    )
+
+
+async def _granted_license(
+    request: Request,
+    store: LicenseStore,
+    deployment: Deployment,
+    caller: Caller,
+    case: str,
+    license_id: str,
+    matter: str | None,
+    action: str,
+) -> tuple[License, MatterAccess]:
+    """The license if the client may see it for the matter; 404 (as for an unknown one)
+    otherwise. A refused read of an existing license is audited as denied."""
+    _valid_license_id(license_id)
+    access = _matter_access(deployment, caller, matter)
+    try:
+        found = await run_in_threadpool(store.get, license_id)
+    except LicenseNotFound:
+        raise LicenseNotFound("no license has this identifier") from None
+    if found.type_code not in access.type_codes:
+        await _audit(
+            request,
+            [
+                _entry(
+                    request, caller, action, found.holder_id, (), access.matter.code, case, "denied"
+                )
+            ],
+        )
+        raise LicenseNotFound("no license has this identifier")
+    return found, access
+
+
+@router.get(
+    "/v1/licenses/{license_id}",
+    response_model=LicenseOut,
+    tags=["licenses"],
+    summary="A license by its identifier",
+    responses=problem_responses(401, 403, 404, 422, 429, 500, 503),
+)
+async def license_by_id(
+    request: Request,
+    store: StoreDep,
+    deployment: DeploymentDep,
+    caller: Reader,
+    case: CaseId,
+    license_id: LicensePath,
+    matter: MatterQuery = None,
+) -> LicenseOut:
+    """The current version of the license, if ``matter`` needs its type and the client is
+    granted it (404 otherwise, the same as for an unknown license). Audited."""
+    found, access = await _granted_license(
+        request, store, deployment, caller, case, license_id, matter, "read"
+    )
+    await _audit(
+        request,
+        [
+            _entry(
+                request,
+                caller,
+                "read",
+                found.holder_id,
+                [found.license_id],
+                access.matter.code,
+                case,
+                "ok",
+            )
+        ],
+    )
+    log.info(
+        "license lookup %s by %s: holder %s",
+        found.license_id,
+        caller.client_id,
+        mask_id(found.holder_id),
+    )
+    _count_lookups(request, [found])
+    return license_out(found)
+
+
+# -- verification -------------------------------------------------------------------------------
+
+
+class SignatureCheck(BaseModel):
+    """The department signature over the license's current version."""
+
+    valid: bool = Field(description="the stored content matches what the department signed")
+    reason: str | None = Field(default=None, description="why not, when not valid")
+    department: str | None = Field(default=None, description="the signing department's id")
+    key_id: str | None = Field(default=None, description="fingerprint of the department key")
+    batch_id: str | None = None
+    signed_at: dt.datetime | None = None
+
+
+class VerificationOut(BaseModel):
+    """A license's status and signature check, with the bundle to re-check it offline."""
+
+    license_id: str = Field(description="the current version's identifier")
+    status: Literal["valid", "expired", "revoked", "suspended"]
+    version: int
+    valid: bool = Field(description="status is valid and the signature checks out")
+    signature: SignatureCheck
+    bundle: dict[str, Any] = Field(
+        description="content, Merkle proof and batch signature: verify offline with the "
+        "department's public key (`LicenseClient.verify_offline`, `govx keys export`)"
+    )
+
+
+@router.get(
+    "/v1/licenses/{license_id}/verification",
+    response_model=VerificationOut,
+    tags=["licenses"],
+    summary="Check a license: status, version and department signature",
+    responses=problem_responses(401, 403, 404, 422, 429, 500, 503),
+)
+async def license_verification(
+    request: Request,
+    store: StoreDep,
+    deployment: DeploymentDep,
+    caller: Reader,
+    case: CaseId,
+    license_id: LicensePath,
+    matter: MatterQuery = None,
+) -> VerificationOut:
+    """Whether the license is valid now (status) and authentic (its department's signature over
+    the current version). Gated by matter and grants like a read; audited as a verification."""
+    from license_store.verification import verify_license
+
+    found, access = await _granted_license(
+        request, store, deployment, caller, case, license_id, matter, "verify"
+    )
+    checked = await run_in_threadpool(
+        verify_license, store, found.license_id, request.app.state.keyring
+    )
+    result = checked.as_dict()
+    await _audit(
+        request,
+        [
+            _entry(
+                request,
+                caller,
+                "verify",
+                found.holder_id,
+                [found.license_id],
+                access.matter.code,
+                case,
+                "ok",
+            )
+        ],
+    )
+    signature = SignatureCheck(**result["signature"])
+    return VerificationOut(
+        license_id=result["license_id"],
+        status=result["status"],
+        version=result["version"],
+        valid=result["status"] == "valid" and signature.valid,
+        signature=signature,
+        bundle=result["bundle"] or {},
+    )
+
+
+# -- prefill ------------------------------------------------------------------------------------
+
+Reason = Literal[
+    "no_license", "expired", "revoked", "suspended", "not_shared", "applicant_provides"
+]
+REASON_TEXT: dict[str, str] = {
+    "no_license": "the library holds no such license for the applicant",
+    "expired": "the applicant's license has expired",
+    "revoked": "the applicant's license was revoked",
+    "suspended": "the applicant's license is suspended",
+    "not_shared": "this license type is not shared with this client for this matter",
+    "applicant_provides": "no electronic license exists for this material",
+}
+
+
+class PrefillRequest(BaseModel):
+    """What an intake window sends when it opens a case."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "matter": NEWBORN_MATTER,
+                    "applicant_id": "11010519491231002X",
+                    "case_id": "FS-2026-000123",
+                }
+            ]
+        },
+    )
+
+    matter: str = Field(min_length=1, max_length=64, description="the matter's catalogue code")
+    applicant_id: str = Field(
+        min_length=1, max_length=64, description="the applicant's resident ID or credit code"
+    )
+    case_id: str = Field(pattern=CASE_ID_PATTERN, description="the intake case (办件编号)")
+
+
+class SatisfiedBy(BaseModel):
+    """The license that satisfies a material."""
+
+    license_id: str
+    type_code: str
+    type_name: str
+    version: int
+    status: Literal["valid"]
+    issuer: Issuer
+    valid_from: dt.date | None
+    valid_to: dt.date | None
+
+
+class PrefillMaterial(BaseModel):
+    """One material of the matter: satisfied from the library, or still required and why."""
+
+    name: str
+    license_type: str | None = Field(description="the license type id that can satisfy it")
+    outcome: Literal["satisfied", "required"]
+    license: SatisfiedBy | None = None
+    reason: Reason | None = Field(default=None, description="why it is still required")
+    reason_text: str | None = None
+
+
+class PrefillResponse(BaseModel):
+    """The materials of the matter, prefilled from the library (免提交)."""
+
+    matter: MatterRef
+    applicant: Holder
+    case_id: str
+    materials: list[PrefillMaterial]
+    materials_total: int
+    proofs_eliminated: int = Field(description="materials the applicant need not bring")
+    still_required: int
+
+
+def _prefill_material(item: Any, licenses_by_type: dict[str, list[License]]) -> PrefillMaterial:
+    material, license_type = item.material, item.license_type
+    type_id = license_type.id if license_type is not None else material.license_type
+    if license_type is None:
+        reason: Reason = "applicant_provides"
+        return PrefillMaterial(
+            name=material.name,
+            license_type=type_id,
+            outcome="required",
+            reason=reason,
+            reason_text=material.reason or REASON_TEXT[reason],
+        )
+    if not item.shared:
+        return PrefillMaterial(
+            name=material.name,
+            license_type=type_id,
+            outcome="required",
+            reason="not_shared",
+            reason_text=REASON_TEXT["not_shared"],
+        )
+    candidates = licenses_by_type.get(license_type.code, [])
+    valid = [found for found in candidates if found.status == "valid"]
+    if valid:
+        best = max(valid, key=lambda found: (found.issue_date, found.version))
+        return PrefillMaterial(
+            name=material.name,
+            license_type=type_id,
+            outcome="satisfied",
+            license=SatisfiedBy(
+                license_id=best.license_id,
+                type_code=best.type_code,
+                type_name=best.type_name,
+                version=best.version,
+                status="valid",
+                issuer=Issuer(code=best.issuer_code, name=best.issuer_name),
+                valid_from=best.valid_from,
+                valid_to=best.valid_to,
+            ),
+        )
+    reason = "no_license"
+    for status in ("suspended", "expired", "revoked"):  # the most recoverable first
+        if any(found.status == status for found in candidates):
+            reason = status  # type: ignore[assignment]
+            break
+    return PrefillMaterial(
+        name=material.name,
+        license_type=type_id,
+        outcome="required",
+        reason=reason,
+        reason_text=REASON_TEXT[reason],
+    )
+
+
+@router.post(
+    "/v1/intake/prefill",
+    response_model=PrefillResponse,
+    tags=["intake"],
+    summary="Prefill a case: which materials the library satisfies (免提交)",
+    responses=problem_responses(401, 403, 422, 429, 500, 503),
+)
+async def prefill(
+    request: Request,
+    store: StoreDep,
+    deployment: DeploymentDep,
+    caller: Reader,
+    body: Annotated[PrefillRequest, Body()],
+) -> PrefillResponse:
+    """For each material of the matter: the license that satisfies it (identifier, version,
+    validity), or that the applicant must still provide it and why -- no license, expired,
+    revoked, suspended, not shared with this client, or no electronic license exists. Only
+    license types shared with the client are looked at. Audited with the licenses used."""
+    holder = _valid_holder(body.applicant_id, field="applicant_id")
+    try:
+        access = _matter_access(deployment, caller, body.matter)
+    except ProblemError as error:
+        if error.problem.status != 403:
+            raise
+        raise await _denied(
+            request, caller, "prefill", holder.value, body.matter, body.case_id, error
+        ) from None
+    found = await run_in_threadpool(store.licenses_for_holder, holder.value)
+    by_type: dict[str, list[License]] = {}
+    for item in found:
+        if item.type_code in access.type_codes:
+            by_type.setdefault(item.type_code, []).append(item)
+    materials = [_prefill_material(item, by_type) for item in access.materials]
+    used = [m.license.license_id for m in materials if m.license is not None]
+    await _audit(
+        request,
+        [
+            _entry(
+                request,
+                caller,
+                "prefill",
+                holder.value,
+                used,
+                access.matter.code,
+                body.case_id,
+                "ok",
+            )
+        ],
+    )
+    satisfied = sum(1 for m in materials if m.outcome == "satisfied")
+    log.info(
+        "prefill %s for %s by %s: %d of %d materials satisfied",
+        holder.masked,
+        access.matter.code,
+        caller.client_id,
+        satisfied,
+        len(materials),
+    )
+    _count_lookups(request, [f for group in by_type.values() for f in group])
+    return PrefillResponse(
+        matter=MatterRef(code=access.matter.code, name=access.matter.name),
+        applicant=Holder(id=holder.masked, kind=holder.kind.value),
+        case_id=body.case_id,
+        materials=materials,
+        materials_total=len(materials),
+        proofs_eliminated=satisfied,
+        still_required=len(materials) - satisfied,
+    )
+
+
+# -- the holder's access log --------------------------------------------------------------------
+
+
+class AccessLogEntry(BaseModel):
+    """One read of the holder's data: who, what, why, when, with what result."""
+
+    occurred_at: dt.datetime
+    client_id: str
+    client_name: str | None = Field(description="the reading system's registered name")
+    action: str = Field(description="read, prefill, verify or change")
+    matter: str
+    matter_name: str | None = None
+    case_id: str
+    license_ids: list[str]
+    result: str
+
+
+class AccessLog(BaseModel):
+    """Who looked at the holder's licenses, newest first (for a holder-facing portal)."""
+
+    holder: Holder
+    count: int
+    entries: list[AccessLogEntry]
+
+
+@router.get(
+    "/v1/holders/{holder_id}/access-log",
+    response_model=AccessLog,
+    tags=["holders"],
+    summary="Who read the holder's licenses, when and why",
+    responses=problem_responses(401, 403, 422, 429, 500, 503),
+)
+async def access_log(
+    request: Request,
+    caller: Portal,
+    deployment: DeploymentDep,
+    case: CaseId,
+    holder_id: HolderPath,
+    limit: Annotated[int, Query(ge=1, le=500, description="newest entries to return")] = 100,
+) -> AccessLog:
+    """The audit trail's entries about this holder, newest first: which client read which
+    licenses, for which matter and case. For portals (the ``access-log:read`` scope); the
+    portal's own read is audited too (matter ``access-log``)."""
+    holder = _valid_holder(holder_id)
+    trail: AuditLog = request.app.state.audit
+    entries = await run_in_threadpool(trail.for_holder, holder.value, limit)
+    await _audit(
+        request, [_entry(request, caller, "read", holder.value, (), "access-log", case, "ok")]
+    )
+    clients: ClientCache = request.app.state.clients
+    matters = {item.code: item.name for item in deployment.matters}
+    out = []
+    for entry in entries:
+        reader = clients.get(entry.client_id)
+        out.append(
+            AccessLogEntry(
+                occurred_at=entry.occurred_at,
+                client_id=entry.client_id,
+                client_name=reader.name if reader is not None else None,
+                action=entry.action,
+                matter=entry.matter,
+                matter_name=matters.get(entry.matter),
+                case_id=entry.case_id,
+                license_ids=list(entry.license_ids),
+                result=entry.result,
+            )
+        )
+    return AccessLog(
+        holder=Holder(id=holder.masked, kind=holder.kind.value), count=len(out), entries=out
+    )
