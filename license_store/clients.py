@@ -375,8 +375,16 @@ class ClientCache:
         self._lock = threading.Lock()
         self._entries: dict[str, tuple[float, ApiClient | None]] = {}
 
+    def fresh(self, client_id: str) -> tuple[bool, ApiClient | None]:
+        """``(True, client or None)`` if the cache knows the id and is fresh, else ``(False,
+        None)``: lets an event loop avoid a database read in the common case."""
+        cached = self._entries.get(client_id)
+        if cached is not None and time.monotonic() - cached[0] < self.ttl:
+            return True, cached[1]
+        return False, None
+
     def get(self, client_id: str) -> ApiClient | None:
-        """The client, or None if unknown."""
+        """The client, or None if unknown (read from the database when not cached fresh)."""
         now = time.monotonic()
         cached = self._entries.get(client_id)
         if cached is not None and now - cached[0] < self.ttl:

@@ -68,7 +68,7 @@ EXAMPLE_LICENSE: dict[str, Any] = {
 # -- dependencies -------------------------------------------------------------------------------
 
 
-def get_store(request: Request) -> LicenseStore:
+async def get_store(request: Request) -> LicenseStore:
     """The application's store (set by ``create_app`` or its lifespan)."""
     store: LicenseStore | None = getattr(request.app.state, "store", None)
     if store is None:
@@ -76,7 +76,7 @@ def get_store(request: Request) -> LicenseStore:
     return store
 
 
-def get_deployment(request: Request) -> Deployment:
+async def get_deployment(request: Request) -> Deployment:
     """The deployment the app serves (loaded from ``GOVX_CONFIG`` on first use)."""
     deployment: Deployment | None = getattr(request.app.state, "deployment", None)
     if deployment is None:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
+from fastapi.concurrency import run_in_threadpool
 
 from license_store.clients import ApiClient, ClientCache
 from license_store.problems import ProblemError
@@ -87,7 +88,7 @@ class RateLimiter:
             return (1.0 - tokens) / rate
 
 
-def _authenticate(request: Request, authorization: str | None) -> Caller:
+async def _authenticate(request: Request, authorization: str | None) -> Caller:
     if not authorization:
         raise _unauthorized("missing_token", "this call needs an 'Authorization: Bearer' token")
     matched = _BEARER.match(authorization.strip())
@@ -100,7 +101,9 @@ def _authenticate(request: Request, authorization: str | None) -> Caller:
         code = "token_expired" if error.expired else "invalid_token"
         raise _unauthorized(code, error.reason) from None
     clients: ClientCache = request.app.state.clients
-    client = clients.get(claims.client_id)
+    known, client = clients.fresh(claims.client_id)
+    if not known:  # a database read: off the event loop
+        client = await run_in_threadpool(clients.get, claims.client_id)
     if client is None or not client.active:
         raise _unauthorized("invalid_token", "the token's client is unknown or revoked")
     if claims.secret_version != secret_version(client):
@@ -111,14 +114,14 @@ def _authenticate(request: Request, authorization: str | None) -> Caller:
 def require(scope: str) -> object:
     """A dependency: the :class:`Caller`, authenticated, granted ``scope`` and within its rate."""
 
-    def dependency(
+    async def dependency(
         request: Request,
         authorization: Annotated[
             str | None,
             Header(description="`Bearer <token>` from `POST /v1/oauth/token`"),
         ] = None,
     ) -> Caller:
-        caller = _authenticate(request, authorization)
+        caller = await _authenticate(request, authorization)
         if scope not in caller.claims.scopes or scope not in caller.client.scopes:
             raise ProblemError(
                 403,
@@ -144,7 +147,7 @@ def require(scope: str) -> object:
     return Depends(dependency)
 
 
-def case_id(
+async def case_id(
     x_case_id: Annotated[
         str | None,
         Header(
