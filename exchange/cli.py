@@ -1016,8 +1016,9 @@ def demo(
 
     Generates the department systems (fixed seed): two databases, a REST API served on a free
     loopback port while the demo runs, and two drop folders (GB18030 CSV, xlsx). Runs every
-    source's sync DAG, simulates a day of changes and syncs again incrementally, then fetches a
-    sample applicant's licenses through the intake API.
+    source's sync DAG, simulates a day of changes and syncs again incrementally, then runs an
+    intake case over HTTP through LicenseClient: a token, a prefill of 新生儿入户登记 for the
+    sample applicant, a certificate verified offline, and her access log.
     """
     from exchange.demo import generate_department_systems, start_department_api
     from exchange.settings import govx_home
@@ -1044,10 +1045,11 @@ def demo(
         highlight=False,
     )
     _demo_cards(deployment)
-    _demo_lookup(systems)
+    _demo_intake(deployment, systems)
     console.print(
         f"[green]demo finished in {time.perf_counter() - started:.0f} s.[/] Try: "
-        f"`govx licenses <ID>`, `govx runs`, `govx quality status`, `govx serve` (data in {home})."
+        "`govx licenses <ID> --case <TICKET>`, `govx runs`, `govx quality status`, "
+        f"`govx serve` (data in {home})."
     )
 
 
@@ -1147,15 +1149,63 @@ def _demo_cards(deployment) -> None:
         )
 
 
-def _demo_lookup(systems: list) -> None:
-    """The intake window's question about the sample applicant, answered by the API."""
+def _demo_intake(deployment, systems: list) -> None:
+    """The intake window's case for the sample applicant, over HTTP through LicenseClient."""
     from exchange.demo import sample_applicant
+    from exchange.demo.intake import CASE_ID, NEWBORN_MATTER, run_intake_scenario
     from exchange.standards import mask_id
 
     holder = sample_applicant(systems)
-    payload = _admin_lookup(holder, "DEMO-LOOKUP-1")
-    console.rule(f"[bold]intake lookup: the licenses of {mask_id(holder)} -> 200")
-    _print_licenses(payload, unmask=False)
+    try:
+        result = run_intake_scenario(deployment, holder)
+    except Exception as exc:  # the demo says what failed, masked, and fails
+        from exchange.standards import mask_ids_in_text
+
+        raise _fail(f"intake scenario failed: {mask_ids_in_text(str(exc))}") from None
+    prefill = result.prefill
+    matter = next(m for m in deployment.matters if m.code == NEWBORN_MATTER)
+    console.rule(
+        f"[bold]intake lookup: prefill {matter.name} for {mask_id(holder)} -> 200 "
+        f"(case {CASE_ID}, {result.base_url})"
+    )
+    table = Table(box=box.SIMPLE_HEAD)
+    for column in ("material", "from the library", "license", "version", "valid to"):
+        table.add_column(column)
+    for item in prefill.materials:
+        if item.license is not None:
+            table.add_row(
+                item.name,
+                "[green]satisfied[/]",
+                item.license.license_id,
+                str(item.license.version),
+                str(item.license.valid_to or "长期"),
+            )
+        else:
+            table.add_row(item.name, f"[yellow]required[/]: {item.reason_text}", "-", "-", "-")
+    console.print(table)
+    licensed = sum(1 for m in prefill.materials if m.license_type)
+    console.print(
+        f"proofs eliminated: [bold]{prefill.proofs_eliminated}[/] of {licensed} certificates "
+        f"the matter needs ({prefill.still_required} material(s) still from the applicant)",
+        highlight=False,
+    )
+    verification = result.verified_license
+    console.print(
+        f"verified offline: {result.verified_type} {verification.license_id} v"
+        f"{verification.version} ({verification.status}) with {result.department}'s public key "
+        f"-> {'[green]signature valid[/]' if result.offline_valid else '[red]INVALID[/]'}; "
+        f"a tampered copy -> {'valid?!' if result.tampered_valid else 'rejected'}",
+        highlight=False,
+    )
+    log = result.access_log
+    console.print(f"the holder's access log ({log.count} entries, newest first):")
+    for entry in log.entries[:6]:
+        console.print(
+            f"  {entry.occurred_at:%Y-%m-%d %H:%M:%S}  {entry.client_name or entry.client_id}  "
+            f"{entry.action}  {entry.matter_name or entry.matter}  case {entry.case_id}  "
+            f"{len(entry.license_ids)} license(s)  {entry.result}",
+            highlight=False,
+        )
 
 
 @app.command("demo-simulator")

@@ -82,9 +82,14 @@ def test_unknown_source() -> None:
 def test_demo_without_airflow_shows_the_sample_applicant(isolated_govx_home: Path) -> None:
     code, output = govx("demo", "--no-airflow", "--persons", "400")
     assert code == 0, output
-    assert "intake lookup" in output and "-> 200" in output
+    assert "intake lookup: prefill 新生儿入户登记" in output and "-> 200" in output
     for name in ("居民身份证", "居民户口簿", "结婚证", "出生医学证明"):
         assert name in output
+    # the intake case over HTTP through LicenseClient: every certificate from the library, one
+    # verified offline, and the holder's access log shows the window's reads
+    assert "proofs eliminated: 4 of 4 certificates" in output, output
+    assert "signature valid; a tampered copy -> rejected" in output, output
+    assert re.search(r"新生儿入户窗口\s+prefill\s+新生儿入户登记\s+case FS-CC-2026-000001", output)
     assert re.search(
         r"birth-certificate API of the health department: http://127\.0\.0\.1:\d+", output
     )
