@@ -95,9 +95,13 @@ def _unmasked(text: str) -> list[str]:
 def test_an_intake_session_logs_no_unmasked_id(
     session: tuple[str, tuple[str, str], tuple[str, str], Path],
     caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     base, (intake_id, intake_secret), (portal_id, portal_secret), log_path = session
     caplog.set_level(logging.DEBUG)  # the root logger: urllib3, the client, everything
+    # `govx` commands run in process (configure_logging) set the tree to WARNING, unpropagated
+    monkeypatch.setattr(logging.getLogger("govexchange"), "propagate", True)
+    caplog.set_level(logging.DEBUG, logger="govexchange")
     read = {"matter": NEWBORN_MATTER, "case_id": CASE}
     with LicenseClient(base, intake_id, intake_secret) as api:
         found = api.holder_licenses(RESIDENT, **read)

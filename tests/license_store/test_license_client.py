@@ -360,8 +360,14 @@ def test_no_connection_is_unavailable_after_the_retries(caplog: pytest.LogCaptur
 
 
 def test_logs_mask_holder_ids_and_never_show_the_secret(
-    served: Served, holder: str, caplog: pytest.LogCaptureFixture
+    served: Served,
+    holder: str,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # `govx` commands run in process (configure_logging) set the tree to WARNING, unpropagated
+    monkeypatch.setattr(logging.getLogger("govexchange"), "propagate", True)
+    caplog.set_level(logging.DEBUG, logger="govexchange")
     with caplog.at_level(logging.DEBUG), _client(served) as api:
         api.license_types()
         served.faults.planned.append((503, {}))
