@@ -30,7 +30,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -41,7 +41,7 @@ from sqlalchemy.engine import Connection, Row
 
 from exchange.db import begin_write, safe_url
 from exchange.standards.holder_ids import mask_id, mask_ids_in_text, normalise_id
-from license_store.database import create_store_engine, translate_errors
+from license_store.database import bulk_insert, create_store_engine, translate_errors
 from license_store.errors import LicenseStoreError
 from license_store.models import audit_head, audit_log
 from license_store.records import canonical_json, hash_text
@@ -89,8 +89,21 @@ class AuditEntry:
 
     def chained(self, seq: int, prev_hash: str) -> AuditEntry:
         """This entry at position ``seq`` after an entry hashed ``prev_hash``, with its hash."""
-        placed = replace(self, seq=seq, prev_hash=prev_hash)
-        return replace(placed, entry_hash=entry_hash(placed))
+        # the constructor, not dataclasses.replace: this runs once per entry of every append
+        return AuditEntry(
+            self.client_id,
+            self.action,
+            self.holder_masked,
+            self.holder_digest,
+            self.license_ids,
+            self.matter,
+            self.case_id,
+            self.result,
+            self.occurred_at,
+            seq,
+            prev_hash,
+            _hash_of(self, seq, prev_hash),
+        )
 
 
 def _utc(value: dt.datetime) -> dt.datetime:
@@ -104,8 +117,13 @@ def entry_hash(entry: AuditEntry) -> str:
     """SHA-256 (hex) over the canonical JSON of every field of ``entry`` but its own hash."""
     if entry.seq is None or entry.prev_hash is None:
         raise ValueError("an entry is hashed once it has a seq and a prev_hash")
+    return _hash_of(entry, entry.seq, entry.prev_hash)
+
+
+def _hash_of(entry: AuditEntry, seq: int, prev_hash: str) -> str:
+    """:func:`entry_hash` of ``entry`` placed at ``seq`` after ``prev_hash``."""
     fields = {
-        "seq": entry.seq,
+        "seq": seq,
         "occurred_at": _utc(entry.occurred_at).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
         "client_id": entry.client_id,
         "action": entry.action,
@@ -115,7 +133,7 @@ def entry_hash(entry: AuditEntry) -> str:
         "matter": entry.matter,
         "case_id": entry.case_id,
         "result": entry.result,
-        "prev_hash": entry.prev_hash,
+        "prev_hash": prev_hash,
     }
     return hash_text(canonical_json(fields))
 
@@ -316,7 +334,8 @@ class AuditLog:
             for offset, entry in enumerate(entries, start=1):
                 chained.append(entry.chained(head_seq + offset, head_hash))
                 head_hash = chained[-1].entry_hash or ""
-            conn.execute(audit_log.insert(), [_row_of(entry) for entry in chained])
+            rows = [_row_of(entry) for entry in chained]
+            bulk_insert(conn, audit_log, {name: [row[name] for row in rows] for name in rows[0]})
             conn.execute(
                 update(audit_head)
                 .where(audit_head.c.id == HEAD_ID)

@@ -215,5 +215,5 @@ license_proofs = Table(
         ["license_versions.license_base", "license_versions.version"],
         ondelete="CASCADE",
     ),
-    Index("ix_license_proofs_batch_id", "batch_id"),
+    # No index on batch_id: batches are never deleted, and each one would cost every insert.
 )

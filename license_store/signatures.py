@@ -14,22 +14,23 @@ import contextlib
 import datetime as dt
 import logging
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, select
+from sqlalchemy import Text, and_, cast, select
 from sqlalchemy.engine import Connection, Row
 
-from license_store.database import bulk_insert
-from license_store.models import license_proofs, license_versions, signature_batches
+from license_store.database import JSONText, bulk_insert
+from license_store.models import license_proofs, license_versions, licenses, signature_batches
 from license_store.signing import (
     BatchSignature,
     KeyFileError,
     KeyRing,
     ProofStep,
-    canonical_content,
-    sign_batch,
+    leaf_hash,
+    merkle_root_and_paths,
+    sign_root,
 )
 
 if TYPE_CHECKING:
@@ -38,12 +39,12 @@ if TYPE_CHECKING:
     from exchange.config import Deployment
 
 __all__ = [
+    "CHUNK_VERSIONS",
     "MAX_BATCH_LEAVES",
     "DepartmentResolver",
     "SigningResult",
     "StoredSignature",
     "decode_proof",
-    "encode_proof",
     "group_by_department",
     "select_unsigned",
     "sign_versions",
@@ -57,6 +58,8 @@ log = logging.getLogger("govexchange.license_store.signatures")
 # Leaves per Merkle batch: a proof of 12 hashes (~800 bytes stored per version) for one
 # signature per 4,096 versions (~7 ns of Ed25519 per version). Larger batches only grow proofs.
 MAX_BATCH_LEAVES = 4_096
+# Versions read, signed and written per transaction (several batches).
+CHUNK_VERSIONS = 8 * MAX_BATCH_LEAVES
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,14 +111,22 @@ def signer_key(keyring: KeyRing, department: str) -> Ed25519PrivateKey:
 
 
 def select_unsigned(conn: Connection, *, after: int, limit: int) -> list[Row[Any]]:
-    """Up to ``limit`` versions without a proof, ``license_versions.id > after``, by id."""
+    """Up to ``limit`` versions without a proof, ``license_versions.id > after``, by id.
+
+    ``content_text`` is the version's content as stored: the store writes it as canonical JSON
+    (:func:`license_store.records.canonical_json`), the very bytes that are signed, so it is
+    hashed as is instead of being decoded and encoded again.
+    """
     statement = (
         select(
             license_versions.c.id,
             license_versions.c.license_base,
             license_versions.c.version,
-            license_versions.c.content,
+            cast(license_versions.c.content, Text).label("content_text"),
+            licenses.c.type_code,
+            licenses.c.issuer_code,
         )
+        .join(licenses, licenses.c.license_base == license_versions.c.license_base)
         .outerjoin(
             license_proofs,
             and_(
@@ -130,27 +141,28 @@ def select_unsigned(conn: Connection, *, after: int, limit: int) -> list[Row[Any
     return list(conn.execute(statement))
 
 
-def encode_proof(proof: Sequence[ProofStep]) -> list[str]:
-    """A proof as stored: one ``"L<hex>"`` or ``"R<hex>"`` per step (compact JSON)."""
-    return [step.side + step.hash for step in proof]
-
-
 def decode_proof(stored: Sequence[str]) -> list[ProofStep]:
+    """A stored proof (JSON list of ``"L<hex>"``/``"R<hex>"`` steps) as proof steps."""
     return [ProofStep(side=text[0], hash=text[1:]) for text in stored]
 
 
 def sign_versions(
     department: str, key: Ed25519PrivateKey, rows: Sequence[Row[Any]]
-) -> tuple[BatchSignature, list[list[ProofStep]]]:
-    """Sign the versions' canonical contents as one Merkle batch of ``department``."""
-    return sign_batch(department, key, [canonical_content(row.content) for row in rows])
+) -> tuple[BatchSignature, list[list[str]]]:
+    """Sign the versions' canonical contents as one Merkle batch of ``department``.
+
+    Returns the batch signature and each version's proof as compact steps (``"L<hex>"``).
+    """
+    leaves = [leaf_hash(row.content_text.encode("utf-8")) for row in rows]
+    root, paths = merkle_root_and_paths(leaves)
+    return sign_root(department, key, root, len(leaves)), paths
 
 
 def write_batch(
     conn: Connection,
     batch: BatchSignature,
     rows: Sequence[Row[Any]],
-    proofs: Sequence[Sequence[ProofStep]],
+    proofs: Sequence[Sequence[str]],
 ) -> str:
     """Insert the batch and every version's proof (the caller's transaction); returns its id."""
     batch_id = uuid.uuid4().hex
@@ -174,7 +186,8 @@ def write_batch(
             "version": [row.version for row in rows],
             "batch_id": [batch_id] * len(rows),
             "leaf_index": list(range(len(rows))),
-            "proof": [encode_proof(proof) for proof in proofs],
+            # steps are letters and hex digits: JSON without escaping, written as is
+            "proof": [JSONText('["' + '","'.join(p) + '"]' if p else "[]") for p in proofs],
         },
     )
     return batch_id
@@ -227,8 +240,7 @@ def group_by_department(
     groups: dict[str, list[Row[Any]]] = {}
     orphans: list[Row[Any]] = []
     for row in rows:
-        content: Mapping[str, Any] = row.content
-        department = resolver.department(content["type_code"], content["issuer_code"])
+        department = resolver.department(row.type_code, row.issuer_code)
         if department is None:
             orphans.append(row)
         else:

@@ -41,8 +41,10 @@ __all__ = [
     "canonical_content",
     "key_id",
     "leaf_hash",
+    "merkle_root_and_paths",
     "merkle_root_and_proofs",
     "sign_batch",
+    "sign_root",
     "verify_bundle",
     "verify_inclusion",
 ]
@@ -83,29 +85,40 @@ class ProofStep:
     hash: str  # hex
 
 
-def merkle_root_and_proofs(leaves: Sequence[bytes]) -> tuple[bytes, list[list[ProofStep]]]:
-    """The root over leaf hashes and each leaf's inclusion proof (an odd node moves up as is)."""
+def merkle_root_and_paths(leaves: Sequence[bytes]) -> tuple[bytes, list[list[str]]]:
+    """The root over leaf hashes and each leaf's proof as compact steps: ``"L<hex>"``/``"R<hex>"``.
+
+    An odd node at the end of a level moves up as is (and adds no step to its leaves' proofs).
+    Built level by level (each leaf's step at a level is its ancestor's sibling there), which
+    keeps the per-leaf work in list comprehensions: a batch of 4,096 takes a few milliseconds.
+    """
     if not leaves:
         raise ValueError("a batch needs at least one license")
-    proofs: list[list[ProofStep]] = [[] for _ in leaves]
+    count = len(leaves)
     level = list(leaves)
-    members = [[i] for i in range(len(leaves))]  # which leaves sit under each node
+    columns: list[list[str | None]] = []
+    depth = 0
     while len(level) > 1:
-        next_level: list[bytes] = []
-        next_members: list[list[int]] = []
-        for i in range(0, len(level) - 1, 2):
-            left, right = level[i], level[i + 1]
-            for leaf in members[i]:
-                proofs[leaf].append(ProofStep("R", right.hex()))
-            for leaf in members[i + 1]:
-                proofs[leaf].append(ProofStep("L", left.hex()))
-            next_level.append(_node(left, right))
-            next_members.append(members[i] + members[i + 1])
-        if len(level) % 2:
-            next_level.append(level[-1])
-            next_members.append(members[-1])
-        level, members = next_level, next_members
-    return level[0], proofs
+        size = len(level)
+        hexes = [node.hex() for node in level]
+        steps = [
+            "L" + hexes[j - 1] if j & 1 else ("R" + hexes[j + 1] if j + 1 < size else None)
+            for j in range(size)
+        ]
+        columns.append([steps[i >> depth] for i in range(count)])
+        parents = [_node(level[i], level[i + 1]) for i in range(0, size - 1, 2)]
+        if size % 2:
+            parents.append(level[-1])
+        level = parents
+        depth += 1
+    paths = [[step for step in path if step is not None] for path in zip(*columns, strict=True)]
+    return level[0], paths if columns else [[]]
+
+
+def merkle_root_and_proofs(leaves: Sequence[bytes]) -> tuple[bytes, list[list[ProofStep]]]:
+    """The root over leaf hashes and each leaf's inclusion proof (an odd node moves up as is)."""
+    root, paths = merkle_root_and_paths(leaves)
+    return root, [[ProofStep(step[0], step[1:]) for step in path] for path in paths]
 
 
 def _root_from(leaf: bytes, proof: Sequence[ProofStep]) -> bytes:
@@ -139,21 +152,28 @@ class BatchSignature:
         return f"{self.algorithm}|{self.issuer}|{self.leaves}|{self.root}".encode()
 
 
-def sign_batch(
-    issuer: str, private_key: Ed25519PrivateKey, contents: Sequence[bytes]
-) -> tuple[BatchSignature, list[list[ProofStep]]]:
-    """Sign a batch of canonical contents; returns the batch signature and each one's proof."""
-    root, proofs = merkle_root_and_proofs([leaf_hash(c) for c in contents])
+def sign_root(
+    issuer: str, private_key: Ed25519PrivateKey, root: bytes, leaves: int
+) -> BatchSignature:
+    """The issuer's signature over a Merkle root of ``leaves`` leaves."""
     unsigned = BatchSignature(
         issuer=issuer,
         key_id=key_id(private_key.public_key()),
         root=root.hex(),
         signature="",
-        leaves=len(contents),
+        leaves=leaves,
         signed_at=dt.datetime.now(dt.UTC).isoformat(),
     )
     signature = base64.b64encode(private_key.sign(unsigned.message())).decode("ascii")
-    return BatchSignature(**{**asdict(unsigned), "signature": signature}), proofs
+    return BatchSignature(**{**asdict(unsigned), "signature": signature})
+
+
+def sign_batch(
+    issuer: str, private_key: Ed25519PrivateKey, contents: Sequence[bytes]
+) -> tuple[BatchSignature, list[list[ProofStep]]]:
+    """Sign a batch of canonical contents; returns the batch signature and each one's proof."""
+    root, proofs = merkle_root_and_proofs([leaf_hash(c) for c in contents])
+    return sign_root(issuer, private_key, root, len(contents)), proofs
 
 
 def verify_inclusion(

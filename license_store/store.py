@@ -58,6 +58,7 @@ from license_store.records import (
     hash_text,
 )
 from license_store.signatures import (
+    CHUNK_VERSIONS,
     MAX_BATCH_LEAVES,
     DepartmentResolver,
     SigningResult,
@@ -374,26 +375,33 @@ class LicenseStore:
         return result
 
     def _audit_sync_changes(self, pending: Sequence[_Pending]) -> None:
-        """One ``change`` entry per new version, ``sync:<source>`` / ``sync`` / run id; one append.
+        """One ``change`` entry per holder and run: ``sync:<source>``, matter ``sync``, the run id
+        as case, the holder's new license ids; all appended in one transaction.
 
         Appended after the store's commit: a crash in between loses these entries (the versions
         themselves keep their source and run in ``license_versions``).
         """
+        changed: dict[tuple[str, str, str], list[str]] = {}
+        for item in pending:
+            if item.license_id:
+                record = item.record
+                key = (record.source_id, record.run_id, record.holder_id)
+                changed.setdefault(key, []).append(item.license_id)
         audit = self._audit_log()
-        entries = [
-            audit.entry(
-                client_id=f"sync:{item.record.source_id}",
-                action="change",
-                holder_id=item.record.holder_id,
-                license_ids=[item.license_id],
-                matter="sync",
-                case_id=item.record.run_id,
-                result="ok",
-            )
-            for item in pending
-            if item.license_id
-        ]
-        audit.append(entries)
+        audit.append(
+            [
+                audit.entry(
+                    client_id=f"sync:{source_id}",
+                    action="change",
+                    holder_id=holder_id,
+                    license_ids=license_ids,
+                    matter="sync",
+                    case_id=run_id,
+                    result="ok",
+                )
+                for (source_id, run_id, holder_id), license_ids in changed.items()
+            ]
+        )
 
     def _refresh_statistics(self, result: UpsertResult) -> None:
         """After the commit, let PostgreSQL re-plan for a table that grew a lot (best effort)."""
@@ -664,12 +672,13 @@ class LicenseStore:
     def sign_pending(
         self, keyring: KeyRing | None = None, deployment: Deployment | None = None
     ) -> SigningResult:
-        """Sign every version without a proof: one Merkle batch per department and chunk.
+        """Sign every version without a proof: Merkle batches of up to 4,096 per department.
 
-        A department without a key gets one generated (logged as a WARNING). Each batch and its
-        proofs commit in one transaction, so a crash leaves versions either signed or not, and
-        the next call signs only those that are not. Versions whose issuer and type no
-        configured department signs are left unsigned (WARNING with their count).
+        A department without a key gets one generated (logged as a WARNING). Versions are read
+        in chunks of 32,768; a chunk's batches and their proofs commit in one transaction, so a
+        crash leaves versions either signed or not, and the next call signs only those that are
+        not. Versions whose issuer and type no configured department signs are left unsigned
+        (WARNING with their count).
         """
         keyring, resolver = self._signing_setup(keyring, deployment)
         result = SigningResult()
@@ -677,18 +686,19 @@ class LicenseStore:
         after = 0
         while True:
             with self._reading() as conn:
-                rows = select_unsigned(conn, after=after, limit=MAX_BATCH_LEAVES * 8)
+                rows = select_unsigned(conn, after=after, limit=CHUNK_VERSIONS)
             if not rows:
                 break
             after = rows[-1].id
             groups, orphans = group_by_department(rows, resolver)
+            batches: list[tuple[Any, list[list[str]], Sequence[Row[Any]]]] = []
             for department, members in sorted(groups.items()):
                 if department not in keys:
                     keys[department] = signer_key(keyring, department)
                 for start in range(0, len(members), MAX_BATCH_LEAVES):
-                    result += self._sign_batch(
-                        department, keys[department], members[start : start + MAX_BATCH_LEAVES]
-                    )
+                    chunk = members[start : start + MAX_BATCH_LEAVES]
+                    batches.append((*sign_versions(department, keys[department], chunk), chunk))
+            result += self._write_batches(batches)
             if orphans:
                 log.warning(
                     "%d license versions left unsigned: no configured department has their "
@@ -700,20 +710,24 @@ class LicenseStore:
             log.info("signed %d license versions in %d batches", result.signed, result.batches)
         return result
 
-    def _sign_batch(self, department: str, key: Any, rows: Sequence[Row[Any]]) -> SigningResult:
-        batch, proofs = sign_versions(department, key, rows)
+    def _write_batches(
+        self, batches: Sequence[tuple[Any, list[list[str]], Sequence[Row[Any]]]]
+    ) -> SigningResult:
+        """Write signed batches and their proofs in one transaction."""
+        if not batches:
+            return SigningResult()
         try:
             with self._writing() as conn:
-                write_batch(conn, batch, rows, proofs)
+                for batch, proofs, rows in batches:
+                    write_batch(conn, batch, rows, proofs)
         except ConflictError:
             log.info(
-                "a concurrent signer signed some of %d versions of %s first; the next pass "
+                "a concurrent signer signed some of these %d versions first; the next pass "
                 "signs what is left",
-                len(rows),
-                department,
+                sum(len(rows) for _, _, rows in batches),
             )
             return SigningResult()
-        return SigningResult(signed=len(rows), batches=1)
+        return SigningResult(signed=sum(len(rows) for _, _, rows in batches), batches=len(batches))
 
     # -- lifecycle ----------------------------------------------------------------------------
 

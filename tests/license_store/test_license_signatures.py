@@ -67,7 +67,7 @@ def test_one_batch_per_department_and_a_missing_key_is_generated_with_a_warning(
     assert "foshan_civil_affairs had no signing key" in warned
 
 
-def test_a_crash_between_batches_leaves_only_whole_batches_and_a_re_run_signs_the_rest(
+def test_a_crash_while_writing_leaves_nothing_half_signed_and_a_re_run_signs_all(
     signing_store: LicenseStore,
     make_record: Any,
     db_url: str,
@@ -91,10 +91,11 @@ def test_a_crash_between_batches_leaves_only_whole_batches_and_a_re_run_signs_th
     monkeypatch.setattr(store_module, "write_batch", crash_on_second)
     with pytest.raises(RuntimeError):
         signing_store.sign_pending()
-    assert (_count(db_url, signature_batches), _count(db_url, license_proofs)) == (1, 1)
+    assert calls == ["foshan_civil_affairs", "gd_public_security"]
+    assert (_count(db_url, signature_batches), _count(db_url, license_proofs)) == (0, 0)
     monkeypatch.setattr(store_module, "write_batch", real)
     result = signing_store.sign_pending()
-    assert (result.signed, result.batches) == (1, 1)
+    assert (result.signed, result.batches) == (2, 2)
     assert _count(db_url, license_proofs) == 2
 
 

@@ -128,21 +128,28 @@ def test_expire_due_versions_signs_and_audits_once(
     assert signing_store.get(expired.license_id).status == "valid"
 
 
-def test_the_license_step_audits_its_new_versions(
-    db_url: str, make_record: Any, audit: AuditLog
+def test_the_license_step_audits_its_new_versions_once_per_holder(
+    db_url: str, make_record: Any, audit: AuditLog, samples: Any
 ) -> None:
+    second = make_record(0, type_code=samples.marriage_type, number="JH0001")
     with LicenseStore(db_url, audit_changes=True) as store:
         store.upgrade()
-        result = store.upsert([make_record(0), make_record(1)])
+        result = store.upsert([make_record(0), second, make_record(1)])
         assert store.upsert([make_record(0)]).unchanged == 1  # nothing new: nothing audited
-    assert len(result.changes) == 2
+        moved = store.upsert([make_record(1, holder_name="改名", run_id="run-2")])
+    assert len(result.changes) == 3
     assert result.changes[0].holder_id not in repr(result)
-    entries = audit.tail(10)
-    assert len(entries) == 2
-    assert {(e.client_id, e.action, e.matter, e.case_id) for e in entries} == {
-        ("sync:fs_household", "change", "sync", "run-1")
-    }
-    assert {e.license_ids for e in entries} == {(c.license_id,) for c in result.changes}
+    entries = audit.tail(10)[::-1]
+    assert [(e.client_id, e.action, e.matter, e.case_id) for e in entries] == [
+        ("sync:fs_household", "change", "sync", "run-1"),
+        ("sync:fs_household", "change", "sync", "run-1"),
+        ("sync:fs_household", "change", "sync", "run-2"),
+    ]
+    by_holder = {c.holder_id: [] for c in result.changes}
+    for change in result.changes:
+        by_holder[change.holder_id].append(change.license_id)
+    assert [list(e.license_ids) for e in entries[:2]] == list(by_holder.values())
+    assert entries[2].license_ids == (moved.changes[0].license_id,)
 
 
 runner = CliRunner(env={"COLUMNS": "200"})

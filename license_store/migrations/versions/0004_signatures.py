@@ -54,10 +54,8 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
     )
-    op.create_index("ix_license_proofs_batch_id", "license_proofs", ["batch_id"])
 
 
 def downgrade() -> None:
-    op.drop_index("ix_license_proofs_batch_id", table_name="license_proofs")
     op.drop_table("license_proofs")
     op.drop_table("signature_batches")
