@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 CHROMIUM := /usr/bin/chromium
 CJK_FONT := /usr/share/fonts/truetype/wqy/wqy-zenhei.ttc
 
-.PHONY: demo test lint install browser bench clean
+.PHONY: demo test lint install browser wrk bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,9 +41,24 @@ browser:
 test: $(STAMP) lint browser
 	$(BIN)/pytest
 
-bench: $(STAMP)
+# The intake lookup bench (bench/lookup.py) drives the API with Debian's wrk; installed once, as
+# root, through apt-get; elsewhere the bench falls back to a slower asyncio client and says so.
+wrk:
+	@if command -v wrk >/dev/null 2>&1; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update -q || echo "make wrk: apt-get update failed, using the cached lists"; \
+		apt-get install -y -q wrk \
+			|| echo "make wrk: could not install wrk; bench/lookup.py will use its asyncio client"; \
+	else \
+		echo "make wrk: wrk is missing and apt-get cannot run as root here:"; \
+		echo "  apt-get install -y wrk, or bench/lookup.py will use its asyncio client"; \
+	fi
+
+bench: $(STAMP) wrk
 	$(BIN)/python bench/sync.py
 	$(BIN)/python bench/extract.py
+	$(BIN)/python bench/lookup.py
 
 clean:
 	rm -rf var .pytest_cache .ruff_cache
