@@ -26,7 +26,7 @@ from exchange.admin import install_admin
 from exchange.config import Deployment
 from license_store.audit import AuditLog
 from license_store.clients import SCOPES, ClientCache, ClientRegistry
-from license_store.intake import DeploymentDep, StoreDep
+from license_store.intake import DeploymentDep, PrefillRequest, StoreDep
 from license_store.intake import router as intake_router
 from license_store.metrics import CONTENT_TYPE_LATEST, ApiMetrics, MetricsMiddleware
 from license_store.problems import (
@@ -366,8 +366,20 @@ def _document_problems(app: FastAPI) -> None:
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            schemas = generate().setdefault("components", {}).setdefault("schemas", {})
+            spec = generate()
+            schemas = spec.setdefault("components", {}).setdefault("schemas", {})
             schemas["Problem"] = Problem.model_json_schema(mode="serialization")
+            schemas["PrefillRequest"] = PrefillRequest.model_json_schema(
+                ref_template="#/components/schemas/{model}"
+            )
+            # Invalid input is always a problem document, never FastAPI's default 422 body.
+            invalid = problem_responses(422)[422]
+            for operations in spec.get("paths", {}).values():
+                for operation in operations.values():
+                    if "422" in operation.get("responses", {}):
+                        operation["responses"]["422"] = invalid
+            for unused in ("HTTPValidationError", "ValidationError"):
+                schemas.pop(unused, None)
         return app.openapi_schema  # type: ignore[return-value]
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -19,13 +19,14 @@ import threading
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Depends, FastAPI, Path, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from exchange.config import Deployment, load_deployment
 from exchange.standards.holder_ids import HolderId, InvalidIdentifier, mask_id, parse_holder_id
-from exchange.standards.license_ids import parse_license_id
+from exchange.standards.license_ids import format_license_id, parse_license_id
 from license_store.access import AccessDenied, MatterAccess, UnknownMatter, resolve_matter
 from license_store.audit import AuditEntry, AuditLog, AuditWriter
 from license_store.clients import ClientCache
@@ -49,11 +50,13 @@ log = logging.getLogger("govexchange.api")
 
 NEWBORN_MATTER = "11440600MB20125487-XSE-001"
 EXAMPLE_LICENSE: dict[str, Any] = {
-    "license_id": "1.2.156.3005.2.11440000MB2000000Q001.11440000MB2000000Q.20240000001.001.5",
-    "type_code": "11440000MB2000000Q001",
+    "license_id": format_license_id(
+        "11440000MB2000000Q002", "11440000MB2000000Q", "20240000001", 1
+    ),
+    "type_code": "11440000MB2000000Q002",
     "type_name": "居民户口簿",
     "number": "440604001234",
-    "issuer": {"code": "11440000MB2000000Q", "name": "佛山市公安局禅城分局"},
+    "issuer": {"code": "11440000MB2000000Q", "name": "广东省公安厅"},
     "region_code": "440604",
     "holder_name": "张三",
     "holder_code_type": "111",
@@ -686,24 +689,50 @@ def _prefill_material(item: Any, licenses_by_type: dict[str, list[License]]) -> 
     )
 
 
+MAX_BODY = 16 * 1024
+
+
+async def _prefill_body(request: Request) -> PrefillRequest:
+    """The prefill request, parsed and validated (422 ``invalid_request`` naming the field)."""
+    raw = await request.body()
+    if len(raw) > MAX_BODY:
+        raise ProblemError(
+            422, "invalid_request", "Invalid request", "the request body is too large", "body"
+        )
+    try:
+        return PrefillRequest.model_validate_json(raw)
+    except ValidationError as error:
+        errors = [{**item, "loc": ("body", *item.get("loc", ()))} for item in error.errors()]
+        raise RequestValidationError(errors) from None
+
+
 @router.post(
     "/v1/intake/prefill",
     response_model=PrefillResponse,
     tags=["intake"],
     summary="Prefill a case: which materials the library satisfies (免提交)",
     responses=problem_responses(401, 403, 422, 429, 500, 503),
+    # The body is read by the route, after the token is checked (FastAPI would parse it first).
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/PrefillRequest"}}
+            },
+        }
+    },
 )
 async def prefill(
     request: Request,
     store: StoreDep,
     deployment: DeploymentDep,
     caller: Reader,
-    body: Annotated[PrefillRequest, Body()],
 ) -> PrefillResponse:
     """For each material of the matter: the license that satisfies it (identifier, version,
     validity), or that the applicant must still provide it and why -- no license, expired,
     revoked, suspended, not shared with this client, or no electronic license exists. Only
     license types shared with the client are looked at. Audited with the licenses used."""
+    body = await _prefill_body(request)
     holder = _valid_holder(body.applicant_id, field="applicant_id")
     try:
         access = _matter_access(deployment, caller, body.matter)

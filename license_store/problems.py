@@ -203,6 +203,16 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_request: Request, error: StarletteHTTPException) -> JSONResponse:
+        if error.status_code == 400 and "parsing the body" in str(error.detail):
+            # FastAPI's answer to a body that is not UTF-8 or not parsable at all: invalid input
+            problem = make_problem(
+                422,
+                "invalid_request",
+                "Invalid request",
+                "the request body could not be parsed (it must be UTF-8 JSON or form data)",
+                field="body",
+            )
+            return problem_response(problem)
         code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
         problem = make_problem(error.status_code, code, str(error.detail), str(error.detail))
         return problem_response(problem, headers=getattr(error, "headers", None))

@@ -55,16 +55,8 @@ CASE = "FUZZ-2026-1"
 RAW_ID = re.compile(r"(?<![0-9A-Za-z*.])[0-9]{17}[0-9Xx](?![0-9A-Za-z])")
 
 
-def _unparsable_body(response: Any) -> bool:
-    """A known API bug (test_an_unparsable_body_gets_a_documented_status): a body that is not
-    UTF-8 is answered 400 ``http_error``, a status the operations do not document."""
-    return response.status_code == 400 and "error parsing the body" in response.text
-
-
 def documented_status(ctx: Any, response: Any, case: Any) -> bool | None:
-    """``status_code_conformance``, the known bug aside (tested on its own, xfail)."""
-    if _unparsable_body(response):
-        return None
+    """``status_code_conformance``: every status answered is documented."""
     return status_code_conformance(ctx, response, case)
 
 
@@ -214,10 +206,7 @@ def test_api_conforms_without_credentials(case: Any, fuzzed: dict[str, Any]) -> 
         app=fuzzed["app"], checks=[*CHECKS, no_unmasked_holder_id(fuzzed["holders"])]
     )
     if case.operation.path not in {"/healthz", "/readyz", "/v1/oauth/token"}:
-        if response.status_code in (400, 422):  # FastAPI reads a body before checking the token
-            assert _unparsable_body(response) or "JSON decode error" in response.text, response.text
-        else:
-            assert response.status_code in (401, 405), response.text  # 405: a method not served
+        assert response.status_code in (401, 405), response.text  # 405: a method not served
 
 
 @token_endpoint.parametrize()
@@ -263,11 +252,6 @@ def test_stored_licenses_are_answered_as_documented(fuzzed: dict[str, Any]) -> N
         assert response.status_code == 200, (path, response.text)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="API docs bug: the OpenAPI example license_id (intake.EXAMPLE_LICENSE) has a bad "
-    "check character, so trying the documented example gets 422 invalid_license_id",
-)
 def test_the_documented_example_license_id_is_valid(fuzzed: dict[str, Any]) -> None:
     operation = fuzzed["app"].openapi()["paths"]["/v1/licenses/{license_id}"]["get"]
     [example] = [p for p in operation["parameters"] if p["name"] == "license_id"]
@@ -279,11 +263,6 @@ def test_the_documented_example_license_id_is_valid(fuzzed: dict[str, Any]) -> N
     assert response.json()["code"] != "invalid_license_id", response.text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="API bug: POST /v1/oauth/token documents 422 as application/json "
-    "HTTPValidationError (FastAPI's default) but answers application/problem+json Problem",
-)
 def test_token_422_is_documented_as_the_problem_document_it_is(fuzzed: dict[str, Any]) -> None:
     response = fuzzed["client"].post(TOKEN_PATH, data={})
     assert response.status_code == 422
@@ -291,11 +270,6 @@ def test_token_422_is_documented_as_the_problem_document_it_is(fuzzed: dict[str,
     assert response.headers["content-type"] in documented["content"], documented
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="API bug: a request body that is not UTF-8 gets 400 http_error ('There was an error "
-    "parsing the body'), undocumented for POST /v1/intake/prefill (documents 422)",
-)
 def test_an_unparsable_body_gets_a_documented_status(fuzzed: dict[str, Any]) -> None:
     response = fuzzed["client"].post(
         "/v1/intake/prefill",
@@ -304,6 +278,7 @@ def test_an_unparsable_body_gets_a_documented_status(fuzzed: dict[str, Any]) -> 
     )
     documented = fuzzed["app"].openapi()["paths"]["/v1/intake/prefill"]["post"]["responses"]
     assert str(response.status_code) in documented, response.text
+    assert response.json()["code"] == "invalid_request" and response.json()["field"] == "body"
 
 
 # -- hostile input in every parameter -----------------------------------------------------------
