@@ -6,8 +6,10 @@ read :class:`License` objects by holder ID or license identifier, in Python or o
 (production), reached by URL, with its schema managed by Alembic (:meth:`LicenseStore.upgrade`).
 
 Modules: ``records`` (input and output data), ``models`` (tables), ``migrations`` (Alembic),
-``database`` (engines, dialect quirks, error translation), ``store`` (reads and writes),
-``errors`` (the error tree), ``api`` (FastAPI).
+``database`` (engines, dialect quirks, error translation), ``store`` (reads, writes and the
+lifecycle), ``signing`` and ``signatures`` (department signatures of versions),
+``verification`` (is a license genuine and standing), ``audit`` (the audit trail), ``errors``
+(the error tree), ``api`` (FastAPI).
 """
 
 from license_store.errors import (
