@@ -186,9 +186,14 @@ def _masked_holder(holder_id: str) -> str:
     return masked
 
 
-def _field(name: str, value: str, allowed: Sequence[str] | None = None) -> str:
-    """A text field as stored: IDs in it masked, within its column, from ``allowed`` if given."""
-    text = mask_ids_in_text(str(value).strip())
+def _field(
+    name: str, value: str, allowed: Sequence[str] | None = None, *, mask: bool = True
+) -> str:
+    """A text field as stored: IDs in it masked (unless ``mask`` is false), within its column,
+    from ``allowed`` if given."""
+    text = str(value).strip()
+    if mask:
+        text = mask_ids_in_text(text)
     if allowed is not None and text not in allowed:
         raise ValueError(f"audit {name} must be one of {', '.join(allowed)}, got {text!r}")
     if not text or len(text) > MAX_TEXT:
@@ -311,7 +316,8 @@ class AuditLog:
             holder_masked=_masked_holder(holder_id),
             holder_digest=holder_digest(self.key, holder_id),
             license_ids=tuple(str(license_id) for license_id in license_ids),
-            matter=_field("matter", matter),
+            # a catalogue code (callers check it), which embeds a department's credit code
+            matter=_field("matter", matter, mask=False),
             case_id=_field("case_id", case_id),
             result=_field("result", result, RESULTS),
             occurred_at=_utc(occurred_at or dt.datetime.now(dt.UTC)),
