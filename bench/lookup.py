@@ -1050,8 +1050,8 @@ async def _httpx_load(
         seconds = time.perf_counter() - start
     latencies.sort()
     return Load(
-        f"httpx asyncio client, {connections} connections (wrk missing: one Python process, "
-        "itself the bottleneck)",
+        f"httpx asyncio client, {connections} connections (one Python process, itself a "
+        "bottleneck: compare with wrk's figures only loosely)",
         len(latencies) / seconds,
         latencies[len(latencies) // 2] * 1000,
         latencies[int(len(latencies) * 0.99)] * 1000,
@@ -1060,12 +1060,21 @@ async def _httpx_load(
     )
 
 
-def run_load(
-    base: str, holders_file: Path, access: Access, connections: int, duration: int
-) -> Load:
-    if shutil.which("wrk"):
+@dataclass(frozen=True)
+class LoadPlan:
+    """How to drive the API: connections, seconds measured and the client (auto, wrk, httpx)."""
+
+    connections: int
+    duration: int
+    client: str = "auto"
+
+
+def run_load(base: str, holders_file: Path, access: Access, plan: LoadPlan, duration: int) -> Load:
+    connections = plan.connections
+    if plan.client == "wrk" or (plan.client == "auto" and shutil.which("wrk")):
         return run_wrk(base, holders_file, access, connections, duration)
-    print("  note: wrk is not installed (apt-get install -y wrk); using an asyncio httpx client")
+    if plan.client == "auto":
+        print("  note: wrk is not installed (apt-get install -y wrk); using an asyncio client")
     holders = holders_file.read_text().split()
     return asyncio.run(_httpx_load(base, holders, access, connections, duration))
 
@@ -1080,7 +1089,7 @@ class Result:
 
 
 def measure_api(
-    url: str, loaded: Loaded, connections: int, duration: int, deployment: Deployment
+    url: str, loaded: Loaded, plan: LoadPlan, deployment: Deployment
 ) -> tuple[Load, str]:
     home = Path(tempfile.mkdtemp(prefix="govx-bench-lookup-"))
     server = Server(url, home)
@@ -1090,8 +1099,8 @@ def measure_api(
         try:
             first = loaded.holders_file.read_text().split()[0]
             check_one(server.base, first, access)
-            run_load(server.base, loaded.holders_file, access, connections, min(5, duration))
-            load = run_load(server.base, loaded.holders_file, access, connections, duration)
+            run_load(server.base, loaded.holders_file, access, plan, min(5, plan.duration))
+            load = run_load(server.base, loaded.holders_file, access, plan, plan.duration)
         finally:
             access.revoke()
     finally:
@@ -1164,7 +1173,11 @@ def main() -> None:
     parser.add_argument("--skip-pg", action="store_true")
     parser.add_argument("--skip-sqlite", action="store_true")
     parser.add_argument("--regenerate", action="store_true")
+    parser.add_argument(
+        "--load-client", choices=("auto", "wrk", "httpx"), default="auto", help="auto: wrk if found"
+    )
     args = parser.parse_args()
+    plan = LoadPlan(args.connections, args.duration, args.load_client)
 
     deployment = load_deployment(REPO / "config")
     results: list[Result] = []
@@ -1177,7 +1190,7 @@ def main() -> None:
         script = pgbench_script(args.data_dir / "lookup.pgbench.sql")
         baseline = run_pgbench(args.pg_url, script, loaded.holders, args.pg_clients, args.duration)
         print(f"  pgbench: {baseline.rate:,.0f} lookups/s; the API for {args.duration} s")
-        load, note = measure_api(args.pg_url, loaded, args.connections, args.duration, deployment)
+        load, note = measure_api(args.pg_url, loaded, plan, deployment)
         results.append(Result("PostgreSQL", loaded, load, baseline, note))
     if not args.skip_sqlite:
         path = args.data_dir / "licenses-sqlite.db"
@@ -1187,9 +1200,7 @@ def main() -> None:
         print(f"SQLite: {loaded.licenses:,} licenses; sqlite3 loop for {args.duration} s")
         baseline = run_sqlite_loop(path, loaded.holders_file, args.duration)
         print(f"  loop: {baseline.rate:,.0f} lookups/s; the API for {args.duration} s")
-        load, note = measure_api(
-            f"sqlite:///{path}", loaded, args.connections, args.duration, deployment
-        )
+        load, note = measure_api(f"sqlite:///{path}", loaded, plan, deployment)
         results.append(Result("SQLite", loaded, load, baseline, note))
     report(results)
 
