@@ -15,6 +15,7 @@ The exchange state and the license store both reach their databases through a UR
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -115,6 +116,10 @@ def make_engine(url: str | URL, **kwargs: Any) -> Engine:
         sa.event.listen(engine, "begin", _sqlite_on_begin)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
+    # Pooled connections for as many threads as a server runs queries in (anyio's default
+    # thread limit is 40): a smaller pool opens and closes a connection per request under load.
+    kwargs.setdefault("pool_size", int(os.environ.get("GOVX_DB_POOL_SIZE", "20")))
+    kwargs.setdefault("max_overflow", 20)
     return sa.create_engine(parsed, **kwargs)
 
 

@@ -23,7 +23,7 @@ from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, Field
 
 from exchange.admin import install_admin
-from exchange.config import Deployment
+from exchange.config import ConfigError, Deployment, load_deployment
 from license_store.audit import AuditLog
 from license_store.clients import SCOPES, ClientCache, ClientRegistry
 from license_store.intake import DeploymentDep, PrefillRequest, StoreDep
@@ -330,6 +330,11 @@ def create_app(
             owned = LicenseStore()
             _attach(app, owned, tokens)
             log.info("license API serving %s", owned.url)
+        if app.state.deployment is None:  # once, not by the first concurrent requests
+            try:
+                app.state.deployment = load_deployment()
+            except ConfigError as error:  # served, but the catalogue routes will say why
+                log.error("deployment configuration not loaded: %s", error)
         try:
             yield
         finally:

@@ -19,7 +19,7 @@ import threading
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -232,6 +232,12 @@ async def _denied(
     return error
 
 
+def _json(model: BaseModel) -> Response:
+    """``model`` as a JSON response, serialised once by pydantic (the route's
+    ``response_model`` documents it; FastAPI would validate and encode it again)."""
+    return Response(model.model_dump_json(), media_type="application/json")
+
+
 def _count_lookups(request: Request, licenses: Sequence[License]) -> None:
     metrics: ApiMetrics | None = getattr(request.app.state, "metrics", None)
     if metrics is not None:
@@ -350,7 +356,7 @@ async def holder_licenses(
     case: CaseId,
     holder_id: HolderPath,
     matter: MatterQuery = None,
-) -> HolderLicenses:
+) -> Response:
     """The holder's current licenses of the types that ``matter`` lists as materials **and**
     the client is granted, by type code then issue date. Other types are never returned; an
     unknown holder has none. The read is audited (client, holder, licenses, matter, case)."""
@@ -396,11 +402,13 @@ async def holder_licenses(
         len(shown),
     )
     _count_lookups(request, shown)
-    return HolderLicenses(
-        holder=Holder(id=holder.masked, kind=holder.kind.value),
-        matter=MatterRef(code=access.matter.code, name=access.matter.name),
-        count=len(shown),
-        licenses=[license_out(item) for item in shown],
+    return _json(
+        HolderLicenses(
+            holder=Holder(id=holder.masked, kind=holder.kind.value),
+            matter=MatterRef(code=access.matter.code, name=access.matter.name),
+            count=len(shown),
+            licenses=[license_out(item) for item in shown],
+        )
     )
 
 

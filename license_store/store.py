@@ -313,10 +313,12 @@ class LicenseStore:
 
     @contextmanager
     def _reading(self) -> Iterator[Connection]:
+        """A connection for reads in autocommit mode: no BEGIN and ROLLBACK round trips around
+        a one-statement read."""
         with translate_errors(self.url):
             self._require_current_schema()
             with self._engine.connect() as conn:
-                yield conn
+                yield conn.execution_options(isolation_level="AUTOCOMMIT")
 
     @contextmanager
     def _writing(self) -> Iterator[Connection]:
