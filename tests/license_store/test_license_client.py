@@ -368,6 +368,13 @@ def test_logs_mask_holder_ids_and_never_show_the_secret(
     # `govx` commands run in process (configure_logging) set the tree to WARNING, unpropagated
     monkeypatch.setattr(logging.getLogger("govexchange"), "propagate", True)
     caplog.set_level(logging.DEBUG, logger="govexchange")
+    # and logging configured by earlier tests in this process (Airflow's dictConfig) may have
+    # disabled or silenced urllib3's loggers, whose retry lines this test reads
+    for name in ("urllib3", "urllib3.connectionpool"):
+        logger = logging.getLogger(name)
+        monkeypatch.setattr(logger, "disabled", False)
+        monkeypatch.setattr(logger, "propagate", True)
+        caplog.set_level(logging.DEBUG, logger=name)
     with caplog.at_level(logging.DEBUG), _client(served) as api:
         api.license_types()
         served.faults.planned.append((503, {}))
