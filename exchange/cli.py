@@ -840,10 +840,11 @@ def _admin_lookup(holder_id: str, case: str | None, matter: str | None = None) -
         )
     wanted: set[str] | None = None
     if matter is not None:
-        found_matter = next((m for m in _deployment().matters if m.code == matter), None)
+        deployment = _deployment()
+        found_matter = next((m for m in deployment.matters if m.code == matter), None)
         if found_matter is None:
             raise _fail(f"unknown matter {matter!r}; see `govx catalog`")
-        types = _deployment().license_type_by_id
+        types = deployment.license_type_by_id
         wanted = {
             types[m.license_type].code for m in found_matter.materials if m.license_type in types
         }

@@ -37,23 +37,29 @@ def _registry():  # -> ClientRegistry (imported lazily: keeps `govx --help` fast
     return ClientRegistry()
 
 
-def _check_grants(
-    matters: list[str], license_types: list[str], department: str | None, region: str | None
-) -> None:
+def _deployment():  # -> Deployment
     from exchange.config import ConfigError, load_deployment
 
     try:
-        deployment = load_deployment()
+        return load_deployment()
     except ConfigError as exc:
         raise _fail(str(exc)) from None
-    known_matters = {m.code: m for m in deployment.matters}
-    known_types = {t.id for t in deployment.license_types}
+
+
+def _check_grants(
+    deployment,
+    matters: list[str],
+    license_types: list[str],
+    department: str | None,
+    region: str | None,
+) -> None:
+    known_matters = {m.code for m in deployment.matters}
     for code in matters:
         if code not in known_matters:
             raise _fail(f"unknown matter {code!r}; see `govx catalog` for the matter codes")
     for type_id in license_types:
-        if type_id not in known_types:
-            known = ", ".join(sorted(known_types))
+        if type_id not in deployment.license_type_by_id:
+            known = ", ".join(sorted(deployment.license_type_by_id))
             raise _fail(f"unknown license type {type_id!r}; license types are {known}")
     if department is not None and department not in deployment.department_by_id:
         raise _fail(f"unknown department {department!r}")
@@ -61,13 +67,11 @@ def _check_grants(
         raise _fail(f"unknown region {region!r}")
 
 
-def _matters_types(matters: list[str]) -> list[str]:
+def _matters_types(deployment, matters: list[str]) -> list[str]:
     """Every license type the matters list as materials (the default grant)."""
-    from exchange.config import load_deployment
-
     wanted = set(matters)
     types: list[str] = []
-    for matter in load_deployment().matters:
+    for matter in deployment.matters:
         if matter.code in wanted:
             for material in matter.materials:
                 if material.license_type and material.license_type not in types:
@@ -112,9 +116,10 @@ def clients_add(
     from license_store.clients import ClientError
     from license_store.errors import ConflictError
 
+    deployment = _deployment()
     matters = list(matter or [])
-    types = list(license_type or []) or _matters_types(matters)
-    _check_grants(matters, types, department, region)
+    types = list(license_type or []) or _matters_types(deployment, matters)
+    _check_grants(deployment, matters, types, department, region)
     registry = _registry()
     try:
         client, secret = registry.add(

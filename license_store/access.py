@@ -80,7 +80,7 @@ def resolve_matter(deployment: Deployment, client: ApiClient, matter_code: str) 
         raise AccessDenied(
             "matter_not_granted", f"this client is not granted the matter {matter.code}"
         )
-    types = {item.id: item for item in deployment.license_types}
+    types = deployment.license_type_by_id
     materials = []
     for material in matter.materials:
         license_type = types.get(material.license_type) if material.license_type else None

@@ -28,7 +28,7 @@ from exchange.config import Deployment, load_deployment
 from exchange.standards.holder_ids import HolderId, InvalidIdentifier, mask_id, parse_holder_id
 from exchange.standards.license_ids import format_license_id, parse_license_id
 from license_store.access import AccessDenied, MatterAccess, UnknownMatter, resolve_matter
-from license_store.audit import AuditEntry, AuditLog, AuditWriter
+from license_store.audit import AuditLog, AuditWriter
 from license_store.clients import ClientCache
 from license_store.errors import LicenseNotFound, StoreUnavailable
 from license_store.metrics import ApiMetrics
@@ -132,16 +132,7 @@ def audit_writer(app: FastAPI) -> AuditWriter:
     return writer
 
 
-async def _audit(request: Request, entries: Sequence[AuditEntry]) -> None:
-    """Append ``entries`` and return once they are durable (503 if they cannot be)."""
-    try:
-        await asyncio.wrap_future(audit_writer(request.app).submit(entries))
-    except Exception as error:
-        log.error("audit trail write failed: %s", type(error).__name__)
-        raise StoreUnavailable("the audit trail cannot be written") from None
-
-
-def _entry(
+async def _audit(
     request: Request,
     caller: Caller,
     action: str,
@@ -149,10 +140,12 @@ def _entry(
     licenses: Sequence[str],
     matter: str,
     case: str,
-    result: str,
-) -> AuditEntry:
-    log_: AuditLog = request.app.state.audit
-    return log_.entry(
+    result: str = "ok",
+) -> None:
+    """Append the caller's entry about ``holder_id`` and return once it is durable (503 if it
+    cannot be made so)."""
+    trail: AuditLog = request.app.state.audit
+    entry = trail.entry(
         client_id=caller.client_id,
         action=action,
         holder_id=holder_id,
@@ -161,6 +154,11 @@ def _entry(
         case_id=case,
         result=result,
     )
+    try:
+        await asyncio.wrap_future(audit_writer(request.app).submit([entry]))
+    except Exception as error:
+        log.error("audit trail write failed: %s", type(error).__name__)
+        raise StoreUnavailable("the audit trail cannot be written") from None
 
 
 def _valid_holder(holder_id: str, field: str = "holder_id") -> HolderId:
@@ -225,10 +223,7 @@ async def _denied(
     error: ProblemError,
 ) -> ProblemError:
     """Audit a refused read of a (valid) holder, then hand back the error to raise."""
-    await _audit(
-        request,
-        [_entry(request, caller, action, holder_id, (), matter or "-", case, "denied")],
-    )
+    await _audit(request, caller, action, holder_id, (), matter or "-", case, "denied")
     return error
 
 
@@ -380,18 +375,12 @@ async def holder_licenses(
     shown = [item for item in found if item.type_code in wanted]
     await _audit(
         request,
-        [
-            _entry(
-                request,
-                caller,
-                "read",
-                holder.value,
-                [item.license_id for item in shown],
-                access.matter.code,
-                case,
-                "ok",
-            )
-        ],
+        caller,
+        "read",
+        holder.value,
+        [item.license_id for item in shown],
+        access.matter.code,
+        case,
     )
     log.info(
         "holder lookup %s (%s) by %s for %s: %d licenses",
@@ -432,12 +421,7 @@ async def _granted_license(
         raise LicenseNotFound("no license has this identifier") from None
     if found.type_code not in access.type_codes:
         await _audit(
-            request,
-            [
-                _entry(
-                    request, caller, action, found.holder_id, (), access.matter.code, case, "denied"
-                )
-            ],
+            request, caller, action, found.holder_id, (), access.matter.code, case, "denied"
         )
         raise LicenseNotFound("no license has this identifier")
     return found, access
@@ -465,19 +449,7 @@ async def license_by_id(
         request, store, deployment, caller, case, license_id, matter, "read"
     )
     await _audit(
-        request,
-        [
-            _entry(
-                request,
-                caller,
-                "read",
-                found.holder_id,
-                [found.license_id],
-                access.matter.code,
-                case,
-                "ok",
-            )
-        ],
+        request, caller, "read", found.holder_id, [found.license_id], access.matter.code, case
     )
     log.info(
         "license lookup %s by %s: holder %s",
@@ -545,19 +517,7 @@ async def license_verification(
     )
     result = checked.as_dict()
     await _audit(
-        request,
-        [
-            _entry(
-                request,
-                caller,
-                "verify",
-                found.holder_id,
-                [found.license_id],
-                access.matter.code,
-                case,
-                "ok",
-            )
-        ],
+        request, caller, "verify", found.holder_id, [found.license_id], access.matter.code, case
     )
     signature = SignatureCheck(**result["signature"])
     return VerificationOut(
@@ -757,21 +717,7 @@ async def prefill(
             by_type.setdefault(item.type_code, []).append(item)
     materials = [_prefill_material(item, by_type) for item in access.materials]
     used = [m.license.license_id for m in materials if m.license is not None]
-    await _audit(
-        request,
-        [
-            _entry(
-                request,
-                caller,
-                "prefill",
-                holder.value,
-                used,
-                access.matter.code,
-                body.case_id,
-                "ok",
-            )
-        ],
-    )
+    await _audit(request, caller, "prefill", holder.value, used, access.matter.code, body.case_id)
     satisfied = sum(1 for m in materials if m.outcome == "satisfied")
     log.info(
         "prefill %s for %s by %s: %d of %d materials satisfied",
@@ -839,9 +785,7 @@ async def access_log(
     holder = _valid_holder(holder_id)
     trail: AuditLog = request.app.state.audit
     entries = await run_in_threadpool(trail.for_holder, holder.value, limit)
-    await _audit(
-        request, [_entry(request, caller, "read", holder.value, (), "access-log", case, "ok")]
-    )
+    await _audit(request, caller, "read", holder.value, (), "access-log", case)
     clients: ClientCache = request.app.state.clients
     matters = {item.code: item.name for item in deployment.matters}
     out = []

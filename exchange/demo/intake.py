@@ -9,7 +9,6 @@ holder-facing portal then shows the mother who read her licenses, when and for w
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -39,12 +38,6 @@ class IntakeDemo:
     access_log: Any  # license_store.client.AccessLog
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextmanager
 def serve_api(timeout_s: float = 30) -> Iterator[str]:
     """Serve the intake API (``create_app()`` on the configured store) on a free loopback port
@@ -54,11 +47,10 @@ def serve_api(timeout_s: float = 30) -> Iterator[str]:
     from exchange.logs import uvicorn_log_config
     from license_store.api import create_app
 
-    port = _free_port()
     config = uvicorn.Config(
         create_app(),
         host="127.0.0.1",
-        port=port,
+        port=0,  # the system picks a free port; read back once the server listens
         log_config=uvicorn_log_config(),
         log_level="warning",
         access_log=False,
@@ -70,8 +62,9 @@ def serve_api(timeout_s: float = 30) -> Iterator[str]:
     while not server.started:
         if not thread.is_alive() or time.monotonic() > deadline:
             server.should_exit = True
-            raise RuntimeError(f"the intake API did not start on 127.0.0.1:{port}")
+            raise RuntimeError("the intake API did not start on a loopback port")
         time.sleep(0.05)
+    port = server.servers[0].sockets[0].getsockname()[1]
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
