@@ -11,6 +11,7 @@ validated before the store is touched and never appear unmasked in a response or
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,8 +25,10 @@ from pydantic import BaseModel, Field
 
 from exchange.admin import install_admin
 from exchange.config import ConfigError, Deployment, load_deployment
+from license_store.aio import HotPath, open_hot_path
 from license_store.audit import AuditLog
 from license_store.clients import SCOPES, ClientCache, ClientRegistry
+from license_store.errors import LicenseStoreError
 from license_store.intake import DeploymentDep, PrefillRequest, StoreDep
 from license_store.intake import router as intake_router
 from license_store.metrics import CONTENT_TYPE_LATEST, ApiMetrics, MetricsMiddleware
@@ -50,7 +53,7 @@ _basic = HTTPBasic(auto_error=False, description="client_id:client_secret (RFC 6
 
 
 @router.get("/healthz", tags=["operations"], summary="Liveness")
-def healthz() -> dict[str, str]:
+async def healthz() -> dict[str, str]:
     """The process is up (does not touch the store)."""
     return {"status": "ok"}
 
@@ -300,11 +303,25 @@ def _attach(app: FastAPI, store: LicenseStore, tokens: TokenIssuer | None) -> No
     app.state.keyring = KeyRing()
 
 
+async def _open_hot_path(app: FastAPI) -> None:
+    """Open the lookup and audit path on the serving event loop (asyncpg on PostgreSQL)."""
+    store: LicenseStore = app.state.store
+    try:
+        app.state.hot_path = await open_hot_path(store, app.state.audit, _database_url(store))
+    except LicenseStoreError as error:  # served: /readyz says why; reads go through threads
+        log.warning("intake lookups through threads, the asyncpg pool did not open: %s", error)
+        return
+    log.info("intake lookups and audit through %s", app.state.hot_path.kind)
+
+
+async def _close_hot_path(app: FastAPI) -> None:
+    hot: HotPath | None = getattr(app.state, "hot_path", None)
+    app.state.hot_path = None
+    if hot is not None:
+        await hot.close()
+
+
 def _detach(app: FastAPI) -> None:
-    writer = getattr(app.state, "audit_writer", None)
-    if writer is not None:
-        writer.close()
-        app.state.audit_writer = None
     for name in ("registry", "audit"):
         opened = getattr(app.state, name, None)
         if opened is not None:
@@ -335,9 +352,15 @@ def create_app(
                 app.state.deployment = load_deployment()
             except ConfigError as error:  # served, but the catalogue routes will say why
                 log.error("deployment configuration not loaded: %s", error)
+        await _open_hot_path(app)
+        # What startup built lives as long as the worker: out of the collector's way, so
+        # full collections under load scan only what requests allocate.
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:
+            await _close_hot_path(app)
             _detach(app)
             if owned is not None:
                 app.state.store = None
@@ -358,8 +381,8 @@ def create_app(
     app.state.rate_limiter = RateLimiter()
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     install_problem_handlers(app)
+    app.include_router(intake_router)  # first: the intake lookup is the route matched most
     app.include_router(router)
-    app.include_router(intake_router)
     install_admin(app)  # the admin dashboard under /admin (exchange/admin, docs/admin.md)
     _document_problems(app)
     return app

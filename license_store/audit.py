@@ -336,11 +336,9 @@ class AuditLog:
             return []
         with translate_errors(self.url), begin_write(self._engine) as conn:
             head_seq, head_hash = self._locked_head(conn)
-            chained: list[AuditEntry] = []
-            for offset, entry in enumerate(entries, start=1):
-                chained.append(entry.chained(head_seq + offset, head_hash))
-                head_hash = chained[-1].entry_hash or ""
-            rows = [_row_of(entry) for entry in chained]
+            chained = chain_entries(entries, head_seq, head_hash)
+            head_hash = chained[-1].entry_hash or ""
+            rows = [row_of(entry) for entry in chained]
             bulk_insert(conn, audit_log, {name: [row[name] for row in rows] for name in rows[0]})
             conn.execute(
                 update(audit_head)
@@ -420,7 +418,17 @@ class AuditLog:
             yield _entry_from_row(row)
 
 
-def _row_of(entry: AuditEntry) -> dict[str, Any]:
+def chain_entries(entries: Sequence[AuditEntry], head_seq: int, head_hash: str) -> list[AuditEntry]:
+    """``entries`` chained after the head entry ``head_seq`` (hashed ``head_hash``)."""
+    chained: list[AuditEntry] = []
+    for offset, entry in enumerate(entries, start=1):
+        chained.append(entry.chained(head_seq + offset, head_hash))
+        head_hash = chained[-1].entry_hash or ""
+    return chained
+
+
+def row_of(entry: AuditEntry) -> dict[str, Any]:
+    """The ``audit_log`` row of a chained entry."""
     return {
         "seq": entry.seq,
         "occurred_at": entry.occurred_at,

@@ -171,7 +171,7 @@ def dump_json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
-def _driver_message(error: BaseException) -> str:
+def driver_message(error: BaseException) -> str:
     """First line of the driver's message, IDs masked, bounded; never the SQL parameters."""
     original = getattr(error, "orig", None) or error
     lines = str(original).strip().splitlines()
@@ -192,7 +192,7 @@ def _is_missing_schema(error: exc.DBAPIError) -> bool:
 
 
 def _translate(error: exc.SQLAlchemyError, where: str) -> LicenseStoreError:
-    message = _driver_message(error)
+    message = driver_message(error)
     if isinstance(error, exc.DBAPIError):
         if _is_missing_schema(error):
             return SchemaNotCurrent(

@@ -12,7 +12,6 @@ commit): if the entry cannot be made durable, the read fails with 503.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
 import threading
@@ -28,13 +27,22 @@ from exchange.config import Deployment, load_deployment
 from exchange.standards.holder_ids import HolderId, InvalidIdentifier, mask_id, parse_holder_id
 from exchange.standards.license_ids import format_license_id, parse_license_id
 from license_store.access import AccessDenied, MatterAccess, UnknownMatter, resolve_matter
+from license_store.aio import HotPath, threaded_hot_path
 from license_store.audit import AuditLog, AuditWriter
 from license_store.clients import ClientCache
 from license_store.errors import LicenseNotFound, StoreUnavailable
 from license_store.metrics import ApiMetrics
 from license_store.problems import ProblemError, bounded, problem_responses
 from license_store.records import License
-from license_store.security import CASE_ID_PATTERN, Caller, case_id, require
+from license_store.security import (
+    CASE_ID_PATTERN,
+    Caller,
+    authorize,
+    case_id,
+    checked_case_id,
+    header_parameters,
+    require,
+)
 from license_store.store import LicenseStore
 
 __all__ = [
@@ -88,6 +96,11 @@ async def get_deployment(request: Request) -> Deployment:
     return deployment
 
 
+HOLDER_DOC = "resident identity number (GB 11643) or unified social credit code (GB 32100)"
+HOLDER_EXAMPLE = "11010519491231002X"
+MATTER_DOC = (
+    "the matter (办事事项) this read is for, by its catalogue code (`GET /v1/catalog/matters`)"
+)
 StoreDep = Annotated[LicenseStore, Depends(get_store)]
 DeploymentDep = Annotated[Deployment, Depends(get_deployment)]
 Reader = Annotated[Caller, require("licenses:read")]
@@ -95,18 +108,11 @@ Portal = Annotated[Caller, require("access-log:read")]
 CaseId = Annotated[str, Depends(case_id)]
 MatterQuery = Annotated[
     str | None,
-    Query(
-        description="the matter (办事事项) this read is for, by its catalogue code "
-        "(`GET /v1/catalog/matters`)",
-        examples=[NEWBORN_MATTER],
-    ),
+    Query(description=MATTER_DOC, examples=[NEWBORN_MATTER]),
 ]
 HolderPath = Annotated[
     str,
-    Path(
-        description="resident identity number (GB 11643) or unified social credit code (GB 32100)",
-        examples=["11010519491231002X"],
-    ),
+    Path(description=HOLDER_DOC, examples=[HOLDER_EXAMPLE]),
 ]
 LicensePath = Annotated[
     str,
@@ -117,19 +123,48 @@ LicensePath = Annotated[
     ),
 ]
 
-_writer_lock = threading.Lock()
+# The path's holder ID and ``?matter=`` as FastAPI documents ``HolderPath`` and ``MatterQuery``,
+# for the route that reads them itself.
+HOLDER_PARAMETER: dict[str, Any] = {
+    "name": "holder_id",
+    "in": "path",
+    "required": True,
+    "schema": {
+        "type": "string",
+        "description": HOLDER_DOC,
+        "examples": [HOLDER_EXAMPLE],
+        "title": "Holder Id",
+    },
+    "description": HOLDER_DOC,
+}
+MATTER_PARAMETER: dict[str, Any] = {
+    "name": "matter",
+    "in": "query",
+    "required": False,
+    "schema": {
+        "anyOf": [{"type": "string"}, {"type": "null"}],
+        "description": MATTER_DOC,
+        "examples": [NEWBORN_MATTER],
+        "title": "Matter",
+    },
+    "description": MATTER_DOC,
+}
+
+_hot_lock = threading.Lock()
 
 
-def audit_writer(app: FastAPI) -> AuditWriter:
-    """The app's audit group commit, started on first use (closed by the app's lifespan)."""
-    writer: AuditWriter | None = getattr(app.state, "audit_writer", None)
-    if writer is None:
-        with _writer_lock:
-            writer = getattr(app.state, "audit_writer", None)
-            if writer is None:
-                writer = AuditWriter(app.state.audit)
-                app.state.audit_writer = writer
-    return writer
+def hot_path(app: FastAPI) -> HotPath:
+    """The app's lookup and audit append: opened by the lifespan (asyncpg on PostgreSQL), or
+    on first use through the synchronous store in threads (an app served without its lifespan).
+    """
+    hot: HotPath | None = getattr(app.state, "hot_path", None)
+    if hot is None:
+        with _hot_lock:
+            hot = getattr(app.state, "hot_path", None)
+            if hot is None:
+                hot = threaded_hot_path(app.state.store, AuditWriter(app.state.audit))
+                app.state.hot_path = hot
+    return hot
 
 
 async def _audit(
@@ -155,7 +190,7 @@ async def _audit(
         result=result,
     )
     try:
-        await asyncio.wrap_future(audit_writer(request.app).submit([entry]))
+        await hot_path(request.app).audit.append([entry])
     except Exception as error:
         log.error("audit trail write failed: %s", type(error).__name__)
         raise StoreUnavailable("the audit trail cannot be written") from None
@@ -342,19 +377,21 @@ router = APIRouter()
     tags=["licenses"],
     summary="A holder's licenses for a matter (一号申办)",
     responses=problem_responses(401, 403, 422, 429, 500, 503),
+    openapi_extra={"parameters": [HOLDER_PARAMETER, MATTER_PARAMETER, *header_parameters()]},
 )
-async def holder_licenses(
-    request: Request,
-    store: StoreDep,
-    deployment: DeploymentDep,
-    caller: Reader,
-    case: CaseId,
-    holder_id: HolderPath,
-    matter: MatterQuery = None,
-) -> Response:
+async def holder_licenses(request: Request) -> Response:
     """The holder's current licenses of the types that ``matter`` lists as materials **and**
     the client is granted, by type code then issue date. Other types are never returned; an
     unknown holder has none. The read is audited (client, holder, licenses, matter, case)."""
+    # The hot route reads its parameters itself (documented by openapi_extra): FastAPI's
+    # per-parameter dependency solving was half of its CPU (docs/performance.md).
+    holder_id: str = request.path_params["holder_id"]
+    headers = request.headers
+    caller = await authorize(request, "licenses:read", headers.get("authorization"))
+    case = checked_case_id(headers.get("x-case-id"))
+    matter = request.query_params.get("matter")
+    await get_store(request)  # 503 when the store is not open
+    deployment = await get_deployment(request)
     holder = _valid_holder(holder_id)
     try:
         access = _matter_access(deployment, caller, matter)
@@ -371,7 +408,7 @@ async def holder_licenses(
             "this client is granted none of the license types the matter needs",
         )
         raise await _denied(request, caller, "read", holder.value, matter, case, error)
-    found = await run_in_threadpool(store.licenses_for_holder, holder.value)
+    found = await hot_path(request.app).reader.licenses_for_holder(holder.value)
     shown = [item for item in found if item.type_code in wanted]
     await _audit(
         request,
@@ -710,7 +747,7 @@ async def prefill(
         raise await _denied(
             request, caller, "prefill", holder.value, body.matter, body.case_id, error
         ) from None
-    found = await run_in_threadpool(store.licenses_for_holder, holder.value)
+    found = await hot_path(request.app).reader.licenses_for_holder(holder.value)
     by_type: dict[str, list[License]] = {}
     for item in found:
         if item.type_code in access.type_codes:

@@ -20,7 +20,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
 from fastapi.concurrency import run_in_threadpool
@@ -29,10 +29,26 @@ from license_store.clients import ApiClient, ClientCache
 from license_store.problems import ProblemError
 from license_store.tokens import Claims, InvalidToken, TokenIssuer, secret_version
 
-__all__ = ["CASE_ID_PATTERN", "Caller", "RateLimiter", "case_id", "require", "valid_case_id"]
+__all__ = [
+    "CASE_ID_PATTERN",
+    "Caller",
+    "RateLimiter",
+    "authorize",
+    "case_id",
+    "checked_case_id",
+    "header_parameters",
+    "require",
+    "valid_case_id",
+]
 
 CASE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}$"
 _CASE_ID = re.compile(CASE_ID_PATTERN)
+AUTHORIZATION_DOC = "`Bearer <token>` from `POST /v1/oauth/token`"
+CASE_ID_DOC = (
+    "the intake case this read is for (办件编号), 1-64 characters: letters, digits and "
+    ". _ : / -; written to the audit trail"
+)
+CASE_ID_EXAMPLE = "FS-2026-000123"
 _BEARER = re.compile(r"^Bearer ([A-Za-z0-9_.~+/=-]{1,4096})$", re.IGNORECASE)
 
 
@@ -111,38 +127,41 @@ async def _authenticate(request: Request, authorization: str | None) -> Caller:
     return Caller(client, claims)
 
 
+async def authorize(request: Request, scope: str, authorization: str | None) -> Caller:
+    """The caller of ``request`` (its ``Authorization`` header value given), authenticated,
+    granted ``scope`` and within its rate; a :class:`ProblemError` (401/403/429) otherwise."""
+    caller = await _authenticate(request, authorization)
+    if scope not in caller.claims.scopes or scope not in caller.client.scopes:
+        raise ProblemError(
+            403,
+            "insufficient_scope",
+            "Forbidden",
+            f"this call needs the {scope!r} scope, which the client is not granted",
+        )
+    rate = caller.client.rate_limit
+    if rate is not None:
+        limiter: RateLimiter = request.app.state.rate_limiter
+        wait = limiter.wait_time(caller.client_id, rate)
+        if wait > 0:
+            raise ProblemError(
+                429,
+                "rate_limited",
+                "Too many requests",
+                f"the client is over its rate limit of {rate:g} requests/s",
+                headers={"Retry-After": str(max(1, math.ceil(wait)))},
+            )
+    request.state.client_id = caller.client_id
+    return caller
+
+
 def require(scope: str) -> object:
     """A dependency: the :class:`Caller`, authenticated, granted ``scope`` and within its rate."""
 
     async def dependency(
         request: Request,
-        authorization: Annotated[
-            str | None,
-            Header(description="`Bearer <token>` from `POST /v1/oauth/token`"),
-        ] = None,
+        authorization: Annotated[str | None, Header(description=AUTHORIZATION_DOC)] = None,
     ) -> Caller:
-        caller = await _authenticate(request, authorization)
-        if scope not in caller.claims.scopes or scope not in caller.client.scopes:
-            raise ProblemError(
-                403,
-                "insufficient_scope",
-                "Forbidden",
-                f"this call needs the {scope!r} scope, which the client is not granted",
-            )
-        rate = caller.client.rate_limit
-        if rate is not None:
-            limiter: RateLimiter = request.app.state.rate_limiter
-            wait = limiter.wait_time(caller.client_id, rate)
-            if wait > 0:
-                raise ProblemError(
-                    429,
-                    "rate_limited",
-                    "Too many requests",
-                    f"the client is over its rate limit of {rate:g} requests/s",
-                    headers={"Retry-After": str(max(1, math.ceil(wait)))},
-                )
-        request.state.client_id = caller.client_id
-        return caller
+        return await authorize(request, scope, authorization)
 
     return Depends(dependency)
 
@@ -150,15 +169,16 @@ def require(scope: str) -> object:
 async def case_id(
     x_case_id: Annotated[
         str | None,
-        Header(
-            alias="X-Case-Id",
-            description="the intake case this read is for (办件编号), 1-64 characters: letters, "
-            "digits and . _ : / -; written to the audit trail",
-            examples=["FS-2026-000123"],
-        ),
+        Header(alias="X-Case-Id", description=CASE_ID_DOC, examples=[CASE_ID_EXAMPLE]),
     ] = None,
 ) -> str:
     """The request's case reference (HTTP 422 ``invalid_case_id`` when missing or malformed)."""
+    return checked_case_id(x_case_id)
+
+
+def checked_case_id(x_case_id: str | None) -> str:
+    """``x_case_id`` (the ``X-Case-Id`` header) if well formed; HTTP 422 ``invalid_case_id``
+    when missing or malformed."""
     if x_case_id is None or not x_case_id.strip():
         raise ProblemError(
             422,
@@ -176,3 +196,29 @@ async def case_id(
             field="X-Case-Id",
         )
     return x_case_id
+
+
+def header_parameters() -> list[dict[str, Any]]:
+    """OpenAPI parameters for ``Authorization`` and ``X-Case-Id``, as :func:`require` and
+    :func:`case_id` document them, for a route that reads the headers itself."""
+    return [
+        _optional_header("authorization", AUTHORIZATION_DOC),
+        _optional_header("X-Case-Id", CASE_ID_DOC, CASE_ID_EXAMPLE),
+    ]
+
+
+def _optional_header(name: str, description: str, example: str | None = None) -> dict[str, Any]:
+    schema: dict[str, Any] = {
+        "anyOf": [{"type": "string"}, {"type": "null"}],
+        "description": description,
+        "title": name.title() if name.islower() else name,
+    }
+    if example is not None:
+        schema["examples"] = [example]
+    return {
+        "name": name,
+        "in": "header",
+        "required": False,
+        "schema": schema,
+        "description": description,
+    }

@@ -20,7 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from types import TracebackType
@@ -160,10 +160,14 @@ class UpsertResult:
 
 def select_holder_licenses(holder_id: str) -> Select[Any]:
     """The statement :meth:`LicenseStore.licenses_for_holder` runs (served by the holder index)."""
-    return (
-        select(licenses)
-        .where(licenses.c.holder_id == holder_id)
-        .order_by(licenses.c.holder_id, licenses.c.type_code, licenses.c.issue_date, licenses.c.id)
+    return select_licenses_by_holder().where(licenses.c.holder_id == holder_id)
+
+
+def select_licenses_by_holder() -> Select[Any]:
+    """The lookup's columns (:data:`LICENSE_COLUMNS`) in its order (holder, type code, issue
+    date), without the condition on the holder."""
+    return select(*(licenses.c[name] for name in LICENSE_COLUMNS)).order_by(
+        licenses.c.holder_id, licenses.c.type_code, licenses.c.issue_date, licenses.c.id
     )
 
 
@@ -172,26 +176,38 @@ def _aware(value: dt.datetime) -> dt.datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
 
 
-def _license_from_row(row: Row[Any], today: dt.date) -> License:
+# The columns :func:`license_from_row` reads (the lookup fetches no more): what an upsert
+# copies from a record but its provenance, and the identity, version and face.
+LICENSE_COLUMNS = (
+    "license_id",
+    *(name for name in _RECORD_COLUMNS if name not in ("source_id", "run_id")),
+    "version",
+    "face",
+    "updated_at",
+)
+
+
+def license_from_row(row: Mapping[str, Any], today: dt.date) -> License:
+    """The license of a ``licenses`` row (a row mapping, or an asyncpg record)."""
     return License(
-        license_id=row.license_id,
-        type_code=row.type_code,
-        type_name=row.type_name,
-        number=row.number,
-        issuer_code=row.issuer_code,
-        issuer_name=row.issuer_name,
-        region_code=row.region_code,
-        holder_id=row.holder_id,
-        holder_kind=row.holder_kind,
-        holder_code_type=HolderKind(row.holder_kind).code_type,
-        holder_name=row.holder_name,
-        issue_date=row.issue_date,
-        valid_from=row.valid_from,
-        valid_to=row.valid_to,
-        status=effective_status(row.status, row.valid_to, today),
-        version=row.version,
-        face=dict(row.face),
-        updated_at=_aware(row.updated_at),
+        license_id=row["license_id"],
+        type_code=row["type_code"],
+        type_name=row["type_name"],
+        number=row["number"],
+        issuer_code=row["issuer_code"],
+        issuer_name=row["issuer_name"],
+        region_code=row["region_code"],
+        holder_id=row["holder_id"],
+        holder_kind=row["holder_kind"],
+        holder_code_type=HolderKind(row["holder_kind"]).code_type,
+        holder_name=row["holder_name"],
+        issue_date=row["issue_date"],
+        valid_from=row["valid_from"],
+        valid_to=row["valid_to"],
+        status=effective_status(row["status"], row["valid_to"], today),
+        version=row["version"],
+        face=dict(row["face"]),
+        updated_at=_aware(row["updated_at"]),
     )
 
 
@@ -296,6 +312,16 @@ class LicenseStore:
     def is_current(self) -> bool:
         """Whether the schema is at this code's head revision."""
         return migrations.is_current(self._engine)
+
+    def today(self) -> dt.date:
+        """The date reads evaluate validity on (China Standard Time unless the store was given
+        its own clock)."""
+        return self._today()
+
+    def check_schema(self) -> None:
+        """Raise :class:`SchemaNotCurrent` unless the database is at this code's migration head
+        (checked once per store)."""
+        self._require_current_schema()
 
     def _require_current_schema(self) -> None:
         if self._schema_checked:
@@ -595,8 +621,8 @@ class LicenseStore:
         """
         today = self._today()
         with self._reading() as conn:
-            rows = conn.execute(select_holder_licenses(holder_id)).all()
-        return [_license_from_row(row, today) for row in rows]
+            rows = conn.execute(select_holder_licenses(holder_id)).mappings().all()
+        return [license_from_row(row, today) for row in rows]
 
     def _current_row(self, conn: Connection, license_id: str, *, lock: bool = False) -> Row[Any]:
         """The licenses row for any version's identifier, or :class:`LicenseNotFound`.
@@ -621,7 +647,7 @@ class LicenseStore:
         today = self._today()
         with self._reading() as conn:
             row = self._current_row(conn, license_id)
-        return _license_from_row(row, today)
+        return license_from_row(row._mapping, today)
 
     def versions(self, license_id: str) -> list[LicenseVersion]:
         """Every stored version of the license ``license_id`` names, oldest first."""
@@ -663,7 +689,7 @@ class LicenseStore:
             ).scalar_one_or_none()
             signature = stored_signature(conn, row.license_base, row.version)
         return SignedVersion(
-            license=_license_from_row(row, today),
+            license=license_from_row(row._mapping, today),
             stored_content=content_of(_record_of(row)),
             version_content=None if signed is None else dict(signed),
             signature=signature,

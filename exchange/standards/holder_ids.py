@@ -103,7 +103,7 @@ def normalise_id(value: object) -> str:
 _RIC_FORMAT = re.compile(r"^[0-9]{17}[0-9X]$")
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=65536)  # ~3,000 counties x the birth years in use
 def _region_in_use(region: str, year: int) -> bool:
     """Whether a GB/T 2260 county code was assigned in ``year`` (python-stdnum's table).
 
