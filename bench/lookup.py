@@ -4,8 +4,8 @@
 
 On the same data, in the same run:
 
-- PostgreSQL (database ``govx_bench_lookup``, 10M licenses): the API under ``uvicorn --workers 2``
-  driven by ``wrk`` (``bench/lookup.lua`` rotates 100k holder IDs, sends the bearer token and a
+- PostgreSQL (database ``govx_bench_lookup``, 10M licenses): the API under
+  ``govx serve --workers 2`` driven by ``wrk`` (``bench/lookup.lua`` rotates 100k holder IDs, sends the bearer token and a
   case id), against ``pgbench`` running the statement the store runs for one holder
   (:func:`license_store.store.select_holder_licenses`), the holder picked at random from the
   same 100k through the ``bench.holders`` helper table.
@@ -867,7 +867,8 @@ def free_port() -> int:
 
 
 class Server:
-    """``uvicorn --workers 2`` serving the license API on ``url``'s store, on a loopback port."""
+    """``govx serve --workers 2`` (a socket per worker) serving the license API on ``url``'s
+    store, on a loopback port, without the access log."""
 
     def __init__(self, url: str, home: Path) -> None:
         self.port = free_port()
@@ -881,11 +882,8 @@ class Server:
         }
         self.process = subprocess.Popen(
             [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "--factory",
-                "license_store.api:create_app",
+                str(Path(sys.executable).with_name("govx")),
+                "serve",
                 "--workers",
                 "2",
                 "--no-access-log",

@@ -965,22 +965,35 @@ def licenses(
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
-    workers: Annotated[int, typer.Option(help="Worker processes.", min=1)] = 1,
+    workers: Annotated[
+        int,
+        typer.Option(
+            help="Worker processes (one per core). With more than one, each has its own "
+            "socket (SO_REUSEPORT); SIGHUP restarts them one at a time.",
+            min=1,
+        ),
+    ] = 1,
+    access_log: Annotated[bool, typer.Option(help="Log every request (paths masked).")] = True,
 ) -> None:
-    """Serve the intake API (OpenAPI docs at /docs)."""
-    import uvicorn
+    """Serve the intake API (OpenAPI docs at /docs) until SIGTERM or Ctrl-C."""
+    from exchange.logs import configure_logging, uvicorn_log_config
+    from license_store.server import ServerSpec
+    from license_store.server import serve as serve_api
 
-    from exchange.logs import uvicorn_log_config
-
-    uvicorn.run(
-        "license_store.api:create_app",
-        factory=True,
+    configure_logging()
+    spec = ServerSpec(
         host=host,
         port=port,
-        workers=workers,
-        log_level="info",
-        log_config=uvicorn_log_config(),  # the access log shows paths, which carry holder IDs
+        access_log=access_log,
+        # the access log shows paths, which carry holder IDs: masked
+        log_config=uvicorn_log_config(),
     )
+    try:
+        code = serve_api(spec, workers)
+    except (OSError, RuntimeError, ValueError) as error:
+        err_console.print(f"[red]govx serve: {error}[/red]")
+        raise typer.Exit(1) from None
+    raise typer.Exit(code)
 
 
 def _reset_demo_home(home: Path) -> None:

@@ -120,16 +120,19 @@ _HOLDERS_SQL, _ = _asyncpg_sql(
         licenses.c.holder_id == any_(bindparam("holders", type_=ARRAY(String)))
     )
 )
-_HEAD_SQL, _ = _asyncpg_sql(
-    select(audit_head.c.seq, audit_head.c.entry_hash)
-    .where(audit_head.c.id == HEAD_ID)
-    .with_for_update()
-)
-# A batch in one statement: the rows as one array per column (unnest), and the head moved.
+
+# A batch in one statement, compare-and-set on the chain's head: the head moves from the
+# (seq, hash) the entries were chained on to their last one, and the rows (one array per column,
+# unnest) go in only if it did. Run alone (autocommit) it is one transaction, so the head row is
+# locked only while the server runs it -- never across a round trip to this worker, whose event
+# loop is busy with other requests -- and a writer that lost the race chains again.
 _AUDIT_COLUMNS = tuple(column.name for column in audit_log.columns)
 _AUDIT_ARRAYS = {"seq": "bigint[]", "occurred_at": "timestamptz[]"}  # the rest: text[]
+_N = len(_AUDIT_COLUMNS)
 _APPEND_SQL = (
-    f"WITH appended AS (INSERT INTO {audit_log.name} ({', '.join(_AUDIT_COLUMNS)}) "
+    f"WITH moved AS (UPDATE {audit_head.name} SET seq = ${_N + 3}, entry_hash = ${_N + 4} "
+    f"WHERE id = {HEAD_ID} AND seq = ${_N + 1} AND entry_hash = ${_N + 2} RETURNING id), "
+    f"appended AS (INSERT INTO {audit_log.name} ({', '.join(_AUDIT_COLUMNS)}) "
     "SELECT "
     + ", ".join(f"{name}::json" if name == "license_ids" else name for name in _AUDIT_COLUMNS)
     + " FROM unnest("
@@ -137,10 +140,13 @@ _APPEND_SQL = (
         f"${n}::{_AUDIT_ARRAYS.get(name, 'text[]')}"
         for n, name in enumerate(_AUDIT_COLUMNS, start=1)
     )
-    + f") AS batch ({', '.join(_AUDIT_COLUMNS)})) "
-    f"UPDATE {audit_head.name} SET seq = ${len(_AUDIT_COLUMNS) + 1}, "
-    f"entry_hash = ${len(_AUDIT_COLUMNS) + 2} WHERE id = {HEAD_ID}"
+    + f") AS batch ({', '.join(_AUDIT_COLUMNS)}) WHERE EXISTS (SELECT 1 FROM moved)) "
+    "SELECT count(*) FROM moved"
 )
+_HEAD_SQL, _ = _asyncpg_sql(
+    select(audit_head.c.seq, audit_head.c.entry_hash).where(audit_head.c.id == HEAD_ID)
+)
+MAX_CHAIN_ATTEMPTS = 1_000  # other writers' appends in a row before giving up
 
 
 def _unavailable(error: BaseException, where: str) -> StoreUnavailable:
@@ -284,10 +290,11 @@ class PgAuditWriter:
     """Group commit on asyncio: entries of concurrent requests appended in one transaction.
 
     The first waiting append opens a batch; more are gathered for up to ``max_wait_ms`` or
-    ``max_entries`` entries; then one transaction locks the chain's head row (``FOR UPDATE``,
-    as :meth:`AuditLog.append` does, so writers in other processes queue behind it), inserts
-    the chained entries, moves the head and commits. Only then is each caller released, or
-    handed the batch's error.
+    ``max_entries`` entries; then one statement moves the chain's head from the entry the batch
+    was chained on to its last entry and inserts the batch, or does nothing if the head has
+    moved (another worker, or :meth:`AuditLog.append`, appended first): then the batch is
+    chained again on the new head. Only once the statement has committed is each caller
+    released, or handed the batch's error.
     """
 
     def __init__(
@@ -298,6 +305,8 @@ class PgAuditWriter:
         self.max_wait = max_wait_ms / 1000
         self.max_entries = max_entries
         self.batches = 0
+        self.retries = 0  # batches chained again because another writer appended first
+        self._head: tuple[int, str] | None = None  # (seq, hash) after this writer's last append
         self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
         self._task = asyncio.get_running_loop().create_task(self._run(), name="audit-writer")
         self._closed = False
@@ -346,22 +355,38 @@ class PgAuditWriter:
             start = end
 
     async def _append(self, entries: list[AuditEntry]) -> list[AuditEntry]:
-        async with self._pool.acquire() as conn, conn.transaction():
-            head = await conn.fetchrow(_HEAD_SQL, HEAD_ID)
-            if head is None:
-                raise LicenseStoreError(
-                    f"audit log at {self._where} has no head row: the chain cannot be extended "
-                    "(run govx audit verify)"
+        async with self._pool.acquire() as conn:
+            for _ in range(MAX_CHAIN_ATTEMPTS):
+                if self._head is None:
+                    self._head = await self._read_head(conn)
+                head_seq, head_hash = self._head
+                chained = chain_entries(entries, head_seq, head_hash)
+                rows = [row_of(entry) for entry in chained]
+                for row in rows:
+                    row["license_ids"] = dump_json(row["license_ids"])
+                columns = [[row[name] for row in rows] for name in _AUDIT_COLUMNS]
+                last = chained[-1]
+                moved = await conn.fetchval(
+                    _APPEND_SQL, *columns, head_seq, head_hash, last.seq, last.entry_hash
                 )
-            chained = chain_entries(entries, head["seq"], head["entry_hash"])
-            rows = [row_of(entry) for entry in chained]
-            columns = [
-                [dump_json(row[name]) if name == "license_ids" else row[name] for row in rows]
-                for name in _AUDIT_COLUMNS
-            ]
-            last = chained[-1]
-            await conn.execute(_APPEND_SQL, *columns, last.seq, last.entry_hash)
-        return chained
+                if moved:
+                    self._head = (last.seq, last.entry_hash or "")
+                    return chained
+                self._head = None  # another writer appended since: chain on its head
+                self.retries += 1
+        raise LicenseStoreError(
+            f"audit log at {self._where}: the chain's head kept moving under "
+            f"{MAX_CHAIN_ATTEMPTS} attempts to append"
+        )
+
+    async def _read_head(self, conn: Any) -> tuple[int, str]:
+        head = await conn.fetchrow(_HEAD_SQL, HEAD_ID)
+        if head is None:
+            raise LicenseStoreError(
+                f"audit log at {self._where} has no head row: the chain cannot be extended "
+                "(run govx audit verify)"
+            )
+        return head["seq"], head["entry_hash"]
 
 
 def pool_size() -> int:

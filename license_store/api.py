@@ -28,6 +28,7 @@ from exchange.config import ConfigError, Deployment, load_deployment
 from license_store.aio import HotPath, open_hot_path
 from license_store.audit import AuditLog
 from license_store.clients import SCOPES, ClientCache, ClientRegistry
+from license_store.direct import DirectRoutes
 from license_store.errors import LicenseStoreError
 from license_store.intake import DeploymentDep, PrefillRequest, StoreDep
 from license_store.intake import router as intake_router
@@ -45,6 +46,9 @@ from license_store.tokens import TokenIssuer
 __all__ = ["Problem", "ProblemError", "TokenResponse", "create_app"]
 
 log = logging.getLogger("govexchange.api")
+
+# Served by :class:`DirectRoutes`: the intake lookup, whose endpoint reads its own parameters.
+DIRECT_PATHS = ("/v1/holders/{holder_id}/licenses",)
 
 router = APIRouter()
 Catalog = Annotated[Caller, require("catalog:read")]
@@ -379,6 +383,11 @@ def create_app(
     app.state.deployment = deployment
     app.state.metrics = ApiMetrics()
     app.state.rate_limiter = RateLimiter()
+    # inside the metrics middleware (added after it: outer); built at the first request, when
+    # the routes and exception handlers below are in place
+    app.add_middleware(
+        DirectRoutes, routes=app.router.routes, paths=DIRECT_PATHS, handlers=app.exception_handlers
+    )
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     install_problem_handlers(app)
     app.include_router(intake_router)  # first: the intake lookup is the route matched most

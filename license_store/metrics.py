@@ -9,7 +9,7 @@ otherwise blow up the label set. Requests that match no route count under ``unma
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -50,6 +50,16 @@ class ApiMetrics:
             ["license_type"],
             registry=self.registry,
         )
+
+        self._lookups_by_type: dict[str, Any] = {}
+
+    def count_lookups(self, type_codes: Iterable[str]) -> None:
+        """Count one license returned per item of ``type_codes``."""
+        for code in type_codes:
+            child = self._lookups_by_type.get(code)
+            if child is None:  # labels() per call costs more than the increment
+                child = self._lookups_by_type[code] = self.lookups.labels(code)
+            child.inc()
 
     def render(self) -> bytes:
         """The registry in the Prometheus text exposition format."""
