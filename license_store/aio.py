@@ -423,7 +423,7 @@ async def open_hot_path(store: LicenseStore, audit: AuditLog, url: str) -> HotPa
         if _is_driver_error(error):
             raise _unavailable(error, store.url) from None
         raise
-    writer = PgAuditWriter(pool, store.url)
+    writer = PgAuditWriter(pool, store.url, max_wait_ms=0.0)
     reader = _PgReader(pool, store.url, store.today)
 
     async def close() -> None:

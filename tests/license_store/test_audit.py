@@ -450,3 +450,37 @@ def test_govx_audit_tail_shows_masked_holders(cli_log: AuditLog) -> None:
     assert code == 0, output
     assert "4406**********0016" in output and HOLDER not in output
     assert "CASE-00003" in output and "CASE-00002" in output and "CASE-00001" not in output
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["plain", 'quote " and \\ backslash', "控制\x01字符\t\n", "line\u2028separator", "émoji 🪪"],
+)
+def test_entry_hash_is_over_the_canonical_json_of_the_fields(text: str) -> None:
+    """The hash is written out key by key for speed; it must be the canonical JSON's."""
+    from license_store.records import canonical_json, hash_text
+
+    log = AuditLog("sqlite://", key=KEY)
+    entry = log.entry(
+        client_id=f"cli:{text}"[:64],
+        action="read",
+        holder_id=HOLDER,
+        license_ids=[text, "L-2"],
+        matter=text,
+        case_id="C-1",
+        result="ok",
+    ).chained(7, "ab" * 32)
+    fields = {
+        "seq": 7,
+        "occurred_at": entry.occurred_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "client_id": entry.client_id,
+        "action": "read",
+        "holder_masked": entry.holder_masked,
+        "holder_digest": entry.holder_digest,
+        "license_ids": [text, "L-2"],
+        "matter": entry.matter,  # stripped
+        "case_id": "C-1",
+        "result": "ok",
+        "prev_hash": "ab" * 32,
+    }
+    assert entry_hash(entry) == entry.entry_hash == hash_text(canonical_json(fields))
