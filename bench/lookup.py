@@ -5,10 +5,10 @@
 On the same data, in the same run:
 
 - PostgreSQL (database ``govx_bench_lookup``, 10M licenses): the API under
-  ``govx serve --workers 2`` driven by ``wrk`` (``bench/lookup.lua`` rotates 100k holder IDs, sends the bearer token and a
-  case id), against ``pgbench`` running the statement the store runs for one holder
-  (:func:`license_store.store.select_holder_licenses`), the holder picked at random from the
-  same 100k through the ``bench.holders`` helper table.
+  ``govx serve --workers 2`` driven by ``wrk`` (``bench/lookup.lua`` rotates 100k holder IDs,
+  sends the bearer token and a case id), against ``pgbench`` running the statement the store
+  runs for one holder (:func:`license_store.store.select_holder_licenses`), the holder picked
+  at random from the same 100k through the ``bench.holders`` helper table.
 - SQLite (a 1M-license file): the same API, against a Python ``sqlite3`` loop running that
   statement in two processes (no pgbench there).
 
