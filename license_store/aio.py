@@ -32,13 +32,13 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy import String, any_, bindparam, select
+from sqlalchemy import String, any_, bindparam
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
 from sqlalchemy.engine import make_url
 from sqlalchemy.sql import ClauseElement
 
-from license_store.audit import HEAD_ID, AuditEntry, AuditLog, AuditWriter, chain_entries, row_of
+from license_store.audit import HEAD_ID, AuditEntry, AuditLog, AuditWriter, hash_parts
 from license_store.database import driver_message, dump_json
 from license_store.errors import LicenseStoreError, StoreUnavailable
 from license_store.models import audit_head, audit_log, licenses
@@ -121,32 +121,59 @@ _HOLDERS_SQL, _ = _asyncpg_sql(
     )
 )
 
-# A batch in one statement, compare-and-set on the chain's head: the head moves from the
-# (seq, hash) the entries were chained on to their last one, and the rows (one array per column,
-# unnest) go in only if it did. Run alone (autocommit) it is one transaction, so the head row is
-# locked only while the server runs it -- never across a round trip to this worker, whose event
-# loop is busy with other requests -- and a writer that lost the race chains again.
-_AUDIT_COLUMNS = tuple(column.name for column in audit_log.columns)
-_AUDIT_ARRAYS = {"seq": "bigint[]", "occurred_at": "timestamptz[]"}  # the rest: text[]
-_N = len(_AUDIT_COLUMNS)
-_APPEND_SQL = (
-    f"WITH moved AS (UPDATE {audit_head.name} SET seq = ${_N + 3}, entry_hash = ${_N + 4} "
-    f"WHERE id = {HEAD_ID} AND seq = ${_N + 1} AND entry_hash = ${_N + 2} RETURNING id), "
-    f"appended AS (INSERT INTO {audit_log.name} ({', '.join(_AUDIT_COLUMNS)}) "
-    "SELECT "
-    + ", ".join(f"{name}::json" if name == "license_ids" else name for name in _AUDIT_COLUMNS)
-    + " FROM unnest("
-    + ", ".join(
-        f"${n}::{_AUDIT_ARRAYS.get(name, 'text[]')}"
-        for n, name in enumerate(_AUDIT_COLUMNS, start=1)
+# A batch in one statement that chains it too. Python writes each entry's hashed text but for its
+# place in the chain (:func:`license_store.audit.hash_parts`); the statement locks the chain's
+# head row, finishes each text with the previous entry's hash and its seq, hashes it (sha256, as
+# :func:`license_store.audit.entry_hash` does), inserts the rows and moves the head. Run alone
+# (autocommit) it is one transaction: the head row is locked only while the server runs it --
+# never across a round trip to this worker, whose event loop is busy with other requests -- and
+# writers in other processes (or :meth:`AuditLog.append`) simply queue on the row lock.
+_ENTRY_COLUMNS = (  # from the batch, as given
+    "occurred_at",
+    "client_id",
+    "action",
+    "holder_masked",
+    "holder_digest",
+    "license_ids",
+    "matter",
+    "case_id",
+    "result",
+)
+_APPEND_SQL = f"""
+WITH RECURSIVE
+head AS (SELECT seq, entry_hash FROM {audit_head.name} WHERE id = {HEAD_ID} FOR UPDATE),
+batch AS (
+    SELECT * FROM unnest(
+        $1::text[], $2::text[], $3::timestamptz[], {
+    ", ".join(f"${n}::text[]" for n in range(4, 4 + len(_ENTRY_COLUMNS) - 1))
+}
+    ) WITH ORDINALITY AS b(hash_before, hash_after, {", ".join(_ENTRY_COLUMNS)}, n)
+),
+chain (n, seq, prev_hash, entry_hash) AS (
+    SELECT 0::bigint, seq, ''::text, entry_hash::text FROM head
+    UNION ALL
+    SELECT b.n, c.seq + 1, c.entry_hash,
+           encode(sha256(convert_to(
+               b.hash_before || '"' || c.entry_hash || '"' || b.hash_after || (c.seq + 1)::text
+               || '}}', 'UTF8')), 'hex')
+    FROM chain c JOIN batch b ON b.n = c.n + 1
+),
+appended AS (
+    INSERT INTO {audit_log.name} (seq, {", ".join(_ENTRY_COLUMNS)}, prev_hash, entry_hash)
+    SELECT c.seq, {
+    ", ".join(
+        "b.license_ids::json" if name == "license_ids" else f"b.{name}" for name in _ENTRY_COLUMNS
     )
-    + f") AS batch ({', '.join(_AUDIT_COLUMNS)}) WHERE EXISTS (SELECT 1 FROM moved)) "
-    "SELECT count(*) FROM moved"
+}, c.prev_hash, c.entry_hash
+    FROM chain c JOIN batch b ON b.n = c.n
+),
+moved AS (
+    UPDATE {audit_head.name} SET seq = last.seq, entry_hash = last.entry_hash
+    FROM (SELECT seq, entry_hash FROM chain ORDER BY n DESC LIMIT 1) AS last
+    WHERE {audit_head.name}.id = {HEAD_ID}
 )
-_HEAD_SQL, _ = _asyncpg_sql(
-    select(audit_head.c.seq, audit_head.c.entry_hash).where(audit_head.c.id == HEAD_ID)
-)
-MAX_CHAIN_ATTEMPTS = 1_000  # other writers' appends in a row before giving up
+SELECT seq, prev_hash, entry_hash FROM chain WHERE n > 0 ORDER BY n
+"""
 
 
 def _unavailable(error: BaseException, where: str) -> StoreUnavailable:
@@ -289,24 +316,21 @@ class _Pending:
 class PgAuditWriter:
     """Group commit on asyncio: entries of concurrent requests appended in one transaction.
 
-    The first waiting append opens a batch; more are gathered for up to ``max_wait_ms`` or
-    ``max_entries`` entries; then one statement moves the chain's head from the entry the batch
-    was chained on to its last entry and inserts the batch, or does nothing if the head has
-    moved (another worker, or :meth:`AuditLog.append`, appended first): then the batch is
-    chained again on the new head. Only once the statement has committed is each caller
-    released, or handed the batch's error.
+    The first waiting append opens a batch, with the appends that came while the previous
+    batch was committing (and those arriving within ``max_wait_ms``, none by default), up to
+    ``max_entries`` entries; one statement then chains, inserts and commits the batch after
+    the head (:data:`_APPEND_SQL`). Only once it has committed is each caller released, or
+    handed the batch's error.
     """
 
     def __init__(
-        self, pool: Any, where: str, *, max_wait_ms: float = 2.0, max_entries: int = 500
+        self, pool: Any, where: str, *, max_wait_ms: float = 0.0, max_entries: int = 500
     ) -> None:
         self._pool = pool
         self._where = where
         self.max_wait = max_wait_ms / 1000
         self.max_entries = max_entries
         self.batches = 0
-        self.retries = 0  # batches chained again because another writer appended first
-        self._head: tuple[int, str] | None = None  # (seq, hash) after this writer's last append
         self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
         self._task = asyncio.get_running_loop().create_task(self._run(), name="audit-writer")
         self._closed = False
@@ -355,38 +379,44 @@ class PgAuditWriter:
             start = end
 
     async def _append(self, entries: list[AuditEntry]) -> list[AuditEntry]:
+        parts = [hash_parts(entry) for entry in entries]
+        columns = [
+            [before for before, _ in parts],
+            [after for _, after in parts],
+            [entry.occurred_at for entry in entries],
+            [entry.client_id for entry in entries],
+            [entry.action for entry in entries],
+            [entry.holder_masked for entry in entries],
+            [entry.holder_digest for entry in entries],
+            [dump_json(list(entry.license_ids)) for entry in entries],
+            [entry.matter for entry in entries],
+            [entry.case_id for entry in entries],
+            [entry.result for entry in entries],
+        ]
         async with self._pool.acquire() as conn:
-            for _ in range(MAX_CHAIN_ATTEMPTS):
-                if self._head is None:
-                    self._head = await self._read_head(conn)
-                head_seq, head_hash = self._head
-                chained = chain_entries(entries, head_seq, head_hash)
-                rows = [row_of(entry) for entry in chained]
-                for row in rows:
-                    row["license_ids"] = dump_json(row["license_ids"])
-                columns = [[row[name] for row in rows] for name in _AUDIT_COLUMNS]
-                last = chained[-1]
-                moved = await conn.fetchval(
-                    _APPEND_SQL, *columns, head_seq, head_hash, last.seq, last.entry_hash
-                )
-                if moved:
-                    self._head = (last.seq, last.entry_hash or "")
-                    return chained
-                self._head = None  # another writer appended since: chain on its head
-                self.retries += 1
-        raise LicenseStoreError(
-            f"audit log at {self._where}: the chain's head kept moving under "
-            f"{MAX_CHAIN_ATTEMPTS} attempts to append"
-        )
-
-    async def _read_head(self, conn: Any) -> tuple[int, str]:
-        head = await conn.fetchrow(_HEAD_SQL, HEAD_ID)
-        if head is None:
+            rows = await conn.fetch(_APPEND_SQL, *columns)
+        if len(rows) != len(entries):  # no head row: nothing was written
             raise LicenseStoreError(
                 f"audit log at {self._where} has no head row: the chain cannot be extended "
                 "(run govx audit verify)"
             )
-        return head["seq"], head["entry_hash"]
+        return [
+            AuditEntry(
+                entry.client_id,
+                entry.action,
+                entry.holder_masked,
+                entry.holder_digest,
+                entry.license_ids,
+                entry.matter,
+                entry.case_id,
+                entry.result,
+                entry.occurred_at,
+                row["seq"],
+                row["prev_hash"],
+                row["entry_hash"],
+            )
+            for entry, row in zip(entries, rows, strict=True)
+        ]
 
 
 def pool_size() -> int:
@@ -423,7 +453,7 @@ async def open_hot_path(store: LicenseStore, audit: AuditLog, url: str) -> HotPa
         if _is_driver_error(error):
             raise _unavailable(error, store.url) from None
         raise
-    writer = PgAuditWriter(pool, store.url, max_wait_ms=0.0)
+    writer = PgAuditWriter(pool, store.url)
     reader = _PgReader(pool, store.url, store.today)
 
     async def close() -> None:

@@ -134,8 +134,16 @@ def _hash_of(entry: AuditEntry, seq: int, prev_hash: str) -> str:
     larger part of appending an entry (``tests/license_store/test_audit.py`` checks the two
     give the same text).
     """
+    before, after = hash_parts(entry)
+    return hash_text(f"{before}{_string(prev_hash)}{after}{int(seq)}}}")
+
+
+def hash_parts(entry: AuditEntry) -> tuple[str, str]:
+    """The text :func:`entry_hash` hashes, around the entry's place in the chain: it is
+    ``before + json(prev_hash) + after + str(seq) + "}"`` (the asyncpg writer has PostgreSQL
+    finish it, :mod:`license_store.aio`)."""
     occurred = _utc(entry.occurred_at).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    text = "".join(
+    before = "".join(
         (
             '{"action":',
             _string(entry.action),
@@ -154,15 +162,9 @@ def _hash_of(entry: AuditEntry, seq: int, prev_hash: str) -> str:
             ',"occurred_at":',
             _string(occurred),
             ',"prev_hash":',
-            _string(prev_hash),
-            ',"result":',
-            _string(entry.result),
-            ',"seq":',
-            str(int(seq)),
-            "}",
         )
     )
-    return hash_text(text)
+    return before, ',"result":' + _string(entry.result) + ',"seq":'
 
 
 def audit_key() -> bytes:

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from license_store import LicenseStore, StoreUnavailable
+from license_store import LicenseStore, LicenseStoreError, StoreUnavailable
 from license_store.aio import HotPath, open_hot_path
 from license_store.audit import AuditLog
 from license_store.database import create_store_engine
@@ -205,3 +205,62 @@ def test_an_unreachable_database_falls_back_when_the_api_starts(samples) -> None
         with pytest.raises(StoreUnavailable) as raised:
             asyncio.run(main())
     assert "s3cret" not in str(raised.value)
+
+
+@pytest.mark.postgres
+def test_postgresql_hashes_what_python_hashes(pg_store: LicenseStore, postgres_url: str) -> None:
+    """The asyncpg writer has PostgreSQL finish and hash each entry's text; ``verify``
+    recomputes every hash in Python, so any difference (escaping, unicode) shows."""
+    holder = "440604200307010016"
+    with AuditLog(postgres_url, key=KEY) as audit:
+        entries = [
+            audit.entry(
+                client_id='cli:张三 "quoted" \\ back',
+                action="read",
+                holder_id=holder,
+                license_ids=["证照-1", 'L-"2"', "tab\there"],
+                matter="新生儿入户登记-测试",
+                case_id="FS-2026/000123:é",
+                result="ok",
+            )
+        ]
+
+        async def append(hot: HotPath):
+            return await hot.audit.append(entries)
+
+        _, chained = _run(append, pg_store, postgres_url, audit)
+        result = audit.verify()
+        (stored,) = audit.for_holder(holder)
+    assert result.ok and result.entries == 1, result
+    assert stored == chained[0]
+    assert stored.client_id == 'cli:张三 "quoted" \\ back'
+
+
+@pytest.mark.postgres
+def test_a_missing_head_row_is_an_error_and_writes_nothing(
+    pg_store: LicenseStore, postgres_url: str
+) -> None:
+    with AuditLog(postgres_url, key=KEY) as audit:
+        entry = audit.entry(
+            client_id="c",
+            action="read",
+            holder_id="440604200307010016",
+            matter="TEST-ALL-001",
+            case_id="C-1",
+            result="ok",
+        )
+        _sql(postgres_url, "DELETE FROM audit_head")
+
+        async def append(hot: HotPath):
+            with pytest.raises(LicenseStoreError, match="no head row"):
+                await hot.audit.append([entry])
+            return True
+
+        _, raised = _run(append, pg_store, postgres_url, audit)
+    engine = create_store_engine(postgres_url)
+    try:
+        with engine.connect() as conn:
+            count = conn.exec_driver_sql("SELECT count(*) FROM audit_log").scalar_one()
+    finally:
+        engine.dispose()
+    assert raised and count == 0
