@@ -11,8 +11,9 @@ operations as coroutines:
   asyncpg) and the audit entries of concurrent requests are appended in one transaction by an
   asyncio task (:class:`PgAuditWriter`) that takes the same head-row lock as
   :meth:`license_store.audit.AuditLog.append`, so it chains with every other writer;
-- on SQLite (the embedded default), by the synchronous store and
-  :class:`license_store.audit.AuditWriter` in threads, as before.
+- on SQLite (the embedded default), by the synchronous store in threads: the lookups of
+  concurrent requests read together too (:meth:`LicenseStore.licenses_for_holders`), the audit
+  by :class:`license_store.audit.AuditWriter`'s group commit.
 
 Either way a response is sent only after its audit entry is committed; a failed commit fails
 every request of its batch (the API answers 503).
@@ -27,7 +28,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -84,14 +85,6 @@ class HotPath:
 # -- threads: the synchronous store (SQLite, or no running event loop at startup) -------------
 
 
-class _ThreadedReader:
-    def __init__(self, store: LicenseStore) -> None:
-        self._store = store
-
-    async def licenses_for_holder(self, holder_id: str) -> list[License]:
-        return await run_in_threadpool(self._store.licenses_for_holder, holder_id)
-
-
 class _ThreadedAudit:
     def __init__(self, writer: AuditWriter) -> None:
         self._writer = writer
@@ -100,9 +93,34 @@ class _ThreadedAudit:
         return await asyncio.wrap_future(self._writer.submit(entries))
 
 
-def threaded_hot_path(store: LicenseStore, writer: AuditWriter) -> HotPath:
-    """The hot path through the synchronous store and a threaded audit group commit."""
-    return HotPath(_ThreadedReader(store), _ThreadedAudit(writer), "threads", writer.close)
+class _ThreadedReader:
+    def __init__(self, store: LicenseStore) -> None:
+        self._store = store
+
+    async def licenses_for_holder(self, holder_id: str) -> list[License]:
+        return await run_in_threadpool(self._store.licenses_for_holder, holder_id)
+
+
+def threaded_hot_path(store: LicenseStore, writer: AuditWriter, *, batched: bool) -> HotPath:
+    """The hot path through the synchronous store, reads and audit group commit in threads.
+
+    ``batched`` reads the lookups of concurrent requests together (:class:`_BatchedReader`, its
+    tasks on the running event loop: only for an app whose lifespan runs, on the loop that
+    serves all its requests); otherwise each lookup is a read of its own.
+    """
+    if not batched:
+        return HotPath(_ThreadedReader(store), _ThreadedAudit(writer), "threads", writer.close)
+
+    async def fetch(holders: list[str]) -> dict[str, list[License]]:
+        return await run_in_threadpool(store.licenses_for_holders, holders)
+
+    reader = _BatchedReader(fetch, store.url)
+
+    async def close() -> None:
+        await reader.close()
+        writer.close()
+
+    return HotPath(reader, _ThreadedAudit(writer), "threads, batched", close)
 
 
 # -- PostgreSQL through asyncpg ------------------------------------------------------------------
@@ -237,28 +255,24 @@ def _fail(waiting: Sequence[asyncio.Future[Any]], error: BaseException, where: s
         raise error
 
 
-class _PgReader:
-    """Holders' licenses, the lookups of concurrent requests read by one query.
+Fetch = Callable[[list[str]], Awaitable[dict[str, list[License]]]]
 
-    ``readers`` tasks each take every lookup waiting when they come round, run one
-    ``holder_id = ANY(...)`` query for all of them (the store's columns and order) and hand each
-    caller its holder's licenses. An idle reader takes a lookup at once, so a lone request waits
-    for nothing; under load the lookups that arrive while queries run are read together: one
+
+class _BatchedReader:
+    """Holders' licenses, the lookups of concurrent requests read by one statement.
+
+    ``readers`` tasks each take every lookup waiting when they come round, ``fetch`` the
+    licenses of all those holders at once (the store's columns and order) and hand each caller
+    its holder's licenses. An idle reader takes a lookup at once, so a lone request waits for
+    nothing; under load the lookups that arrive while statements run are read together: one
     round trip and one statement for many index probes instead of one each.
     """
 
     def __init__(
-        self,
-        pool: Any,
-        where: str,
-        today: Callable[[], dt.date],
-        *,
-        readers: int = 4,
-        max_holders: int = 256,
+        self, fetch: Fetch, where: str, *, readers: int = 4, max_holders: int = 256
     ) -> None:
-        self._pool = pool
+        self._fetch = fetch
         self._where = where
-        self._today = today
         self._max = max_holders
         self.queries = 0  # statements run, for monitoring (fewer than lookups under load)
         self._queue: asyncio.Queue[tuple[str, asyncio.Future[list[License]]] | None] = (
@@ -285,21 +299,28 @@ class _PgReader:
                 await self._read(batch)
 
     async def _read(self, batch: list[tuple[str, asyncio.Future[list[License]]]]) -> None:
-        holders = list({holder_id for holder_id, _ in batch})
-        today = self._today()
         try:
-            async with self._pool.acquire() as conn:
-                rows = await conn.fetch(_HOLDERS_SQL, holders)
+            found = await self._fetch(list({holder_id for holder_id, _ in batch}))
             self.queries += 1
         except BaseException as error:  # every caller of the batch must learn it failed
             _fail([done for _, done in batch], error, self._where)
             return
-        found: dict[str, list[License]] = {}
-        for row in rows:
-            found.setdefault(row["holder_id"], []).append(license_from_row(row, today))
         for holder_id, done in batch:
             if not done.done():  # the caller may have gone
                 done.set_result(list(found.get(holder_id, ())))
+
+
+def _pg_fetch(pool: Any, today: Callable[[], dt.date]) -> Fetch:
+    async def fetch(holders: list[str]) -> dict[str, list[License]]:
+        day = today()
+        async with pool.acquire() as conn:
+            rows = await conn.fetch(_HOLDERS_SQL, holders)
+        found: dict[str, list[License]] = {}
+        for row in rows:
+            found.setdefault(row["holder_id"], []).append(license_from_row(row, day))
+        return found
+
+    return fetch
 
 
 def _is_driver_error(error: BaseException) -> bool:
@@ -439,7 +460,7 @@ async def open_hot_path(store: LicenseStore, audit: AuditLog, url: str) -> HotPa
     Call on the event loop that will serve the requests (the app's lifespan)."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "postgresql":
-        return threaded_hot_path(store, AuditWriter(audit))
+        return threaded_hot_path(store, AuditWriter(audit), batched=True)
     import asyncpg  # only the PostgreSQL profile needs it
 
     await run_in_threadpool(store.check_schema)  # fail at startup, not on the first read
@@ -454,7 +475,7 @@ async def open_hot_path(store: LicenseStore, audit: AuditLog, url: str) -> HotPa
             raise _unavailable(error, store.url) from None
         raise
     writer = PgAuditWriter(pool, store.url)
-    reader = _PgReader(pool, store.url, store.today)
+    reader = _BatchedReader(_pg_fetch(pool, store.today), store.url)
 
     async def close() -> None:
         try:

@@ -163,7 +163,9 @@ def hot_path(app: FastAPI) -> HotPath:
         with _hot_lock:
             hot = getattr(app.state, "hot_path", None)
             if hot is None:
-                hot = threaded_hot_path(app.state.store, AuditWriter(app.state.audit))
+                hot = threaded_hot_path(
+                    app.state.store, AuditWriter(app.state.audit), batched=False
+                )
                 app.state.hot_path = hot
     return hot
 

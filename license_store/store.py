@@ -624,6 +624,20 @@ class LicenseStore:
             rows = conn.execute(select_holder_licenses(holder_id)).mappings().all()
         return [license_from_row(row, today) for row in rows]
 
+    def licenses_for_holders(self, holder_ids: Sequence[str]) -> dict[str, list[License]]:
+        """:meth:`licenses_for_holder` of several holders in one statement (at most
+        :data:`_MAX_BATCH_SIZE`): holder ID -> licenses, holders without any left out."""
+        if len(holder_ids) > _MAX_BATCH_SIZE:
+            raise ValueError(f"at most {_MAX_BATCH_SIZE:,} holders at a time")
+        today = self._today()
+        statement = select_licenses_by_holder().where(licenses.c.holder_id.in_(holder_ids))
+        with self._reading() as conn:
+            rows = conn.execute(statement).mappings().all()
+        found: dict[str, list[License]] = {}
+        for row in rows:
+            found.setdefault(row["holder_id"], []).append(license_from_row(row, today))
+        return found
+
     def _current_row(self, conn: Connection, license_id: str, *, lock: bool = False) -> Row[Any]:
         """The licenses row for any version's identifier, or :class:`LicenseNotFound`.
 

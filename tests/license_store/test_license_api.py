@@ -6,7 +6,7 @@ import datetime as dt
 import logging
 import re
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from urllib.parse import quote
 
@@ -256,6 +256,9 @@ class _BrokenStore(LicenseStore):
 
     def licenses_for_holder(self, holder_id: str) -> list[License]:
         raise RuntimeError(f"internal detail for {holder_id}")
+
+    def licenses_for_holders(self, holder_ids: Sequence[str]) -> dict[str, list[License]]:
+        raise RuntimeError(f"internal detail for {holder_ids[0]}")  # the API's batched read
 
 
 def test_unexpected_error_is_a_500_problem_without_internals(tmp_path: Path, samples) -> None:
