@@ -6,10 +6,11 @@ Through the synchronous store each of those is a hop to a worker thread and back
 cores the hops, not the database, set the pace. :func:`open_hot_path` gives the API both
 operations as coroutines:
 
-- on PostgreSQL, through an asyncpg connection pool on the event loop: the lookup runs the
-  store's own statement (:func:`license_store.store.select_licenses_by_holder`, compiled once for
-  asyncpg) and the audit entries of concurrent requests are appended in one transaction by an
-  asyncio task (:class:`PgAuditWriter`) that takes the same head-row lock as
+- on PostgreSQL, through an asyncpg connection pool on the event loop: the lookups of
+  concurrent requests are read by one ``holder_id = ANY(...)`` statement (the store's columns
+  and order, :func:`license_store.store.select_licenses_by_holder`, compiled once for asyncpg),
+  and their audit entries are appended by one statement of an asyncio task
+  (:class:`PgAuditWriter`) that takes the same head-row lock as
   :meth:`license_store.audit.AuditLog.append`, so it chains with every other writer;
 - on SQLite (the embedded default), by the synchronous store in threads: the lookups of
   concurrent requests read together too (:meth:`LicenseStore.licenses_for_holders`), the audit
