@@ -17,11 +17,13 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich import box
-from rich.console import Console
 from rich.table import Table
 
 from exchange.cli_clients import clients_app
 from exchange.cli_lifecycle import lifecycle_app
+from exchange.cli_nodes import node_app
+from exchange.cli_output import console, err_console
+from exchange.cli_output import fail as _fail
 
 if TYPE_CHECKING:
     import datetime as dt
@@ -54,6 +56,7 @@ keys_app = typer.Typer(
     help="The departments' signing keys (Ed25519) under $GOVX_HOME/keys.", no_args_is_help=True
 )
 app.add_typer(keys_app, name="keys")
+app.add_typer(node_app, name="node")
 app.add_typer(schema_app, name="schema")
 app.add_typer(db_app, name="db")
 quality_app = typer.Typer(
@@ -68,9 +71,6 @@ audit_app = typer.Typer(
 app.add_typer(audit_app, name="audit")
 app.add_typer(lifecycle_app, name="lifecycle")
 app.add_typer(clients_app, name="clients")
-
-console = Console()
-err_console = Console(stderr=True)
 
 
 @app.callback()
@@ -103,11 +103,6 @@ def main(
         os.environ["GOVX_CONFIG"] = str(config.resolve())
     load_env_file()
     configure_logging("INFO" if verbose else "WARNING")
-
-
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(code)
 
 
 def _deployment():

@@ -12,20 +12,15 @@ from typing import Annotated
 
 import typer
 from rich import box
-from rich.console import Console
 from rich.table import Table
+
+from exchange.cli_output import console
+from exchange.cli_output import fail as _fail
 
 clients_app = typer.Typer(
     help="API clients (intake systems, holder portals, nodes, monitors) and their grants.",
     no_args_is_help=True,
 )
-console = Console()
-err_console = Console(stderr=True)
-
-
-def _fail(message: str) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(1)
 
 
 def _registry():  # -> ClientRegistry (imported lazily: keeps `govx --help` fast)

@@ -14,7 +14,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
+
+from exchange.cli_output import console
+from exchange.cli_output import fail as _fail
 
 if TYPE_CHECKING:
     from license_store.records import License
@@ -24,8 +26,6 @@ lifecycle_app = typer.Typer(
     "Every change is a new, signed, audited version.",
     no_args_is_help=True,
 )
-console = Console()
-err_console = Console(stderr=True)
 
 LicenseIdArg = Annotated[
     str, typer.Argument(help="The license identifier (any of its versions' identifiers).")
@@ -47,11 +47,6 @@ ActorOpt = Annotated[
         show_default=False,
     ),
 ]
-
-
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(code)
 
 
 def _actor(given: str | None) -> str:

@@ -1,0 +1,156 @@
+"""This deployment as a node of the province–city–county exchange: who it is, where its parent is.
+
+A node is one govexchange deployment identified by its GB/T 2260 region code. Counties send their
+changes to their city, cities to the province (``docs/replication.md``). ``govx node init`` writes
+the node's identity to ``$GOVX_HOME/node.json`` and gives it an Ed25519 key, under the key ring
+of ``docs/signatures.md`` as ``node-<region>``; it signs the node's packages. ``govx node status``
+reads it back with the outbox: packages waiting for the parent, the oldest's age.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from exchange.config import Deployment
+from exchange.packages import pending_packages
+from exchange.standards.regions import parent_code, region_level, validate_region_code
+
+__all__ = ["NodeConfig", "NodeError", "NodeStatus", "init_node", "load_node", "node_status"]
+
+NODE_FILE = "node.json"
+
+
+class NodeError(RuntimeError):
+    """This deployment cannot be (or is not yet) a node as asked; the message says why."""
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """The node's identity (``$GOVX_HOME/node.json``)."""
+
+    region: str
+    name: str
+    level: str
+    parent: str | None  # the parent node's region code; None for the province
+    parent_url: str | None  # its API, e.g. https://440600.exchange.example:8443
+    key_id: str
+    created_at: str
+
+    @property
+    def key_name(self) -> str:
+        """The node's key in the key ring."""
+        return f"node-{self.region}"
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    """The node and its outbox."""
+
+    node: NodeConfig
+    outbox: Path
+    pending: int
+    oldest_age_s: float | None
+
+
+def node_file(home: Path) -> Path:
+    """Where the node's identity lives under the data directory ``home``."""
+    return home / NODE_FILE
+
+
+def outbox_dir(home: Path) -> Path:
+    """The node's outbox of packages for its parent."""
+    return home / "outbox"
+
+
+def _check_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise NodeError(f"the parent URL must be http(s)://host[:port], got {url!r}")
+    return url.rstrip("/")
+
+
+def init_node(
+    home: Path,
+    deployment: Deployment,
+    region: str,
+    *,
+    parent_url: str | None = None,
+    keys_dir: Path | None = None,
+    now: dt.datetime | None = None,
+) -> NodeConfig:
+    """Make this deployment the node of ``region``: its identity file and its key.
+
+    The region must be one of the deployment's; a county or a city needs its parent's URL, the
+    province has none. An existing node identity is never overwritten.
+    """
+    from license_store.signing import KeyRing, key_id
+
+    try:
+        region = validate_region_code(region)
+    except ValueError as error:
+        raise NodeError(str(error)) from None
+    regions = deployment.region_by_code
+    if region not in regions:
+        raise NodeError(f"region {region} is not one of the deployment's (config/regions.yaml)")
+    path = node_file(home)
+    if path.exists():
+        raise NodeError(f"this deployment is already a node ({path}); it cannot change region")
+    parent = parent_code(region)
+    if parent is None and parent_url is not None:
+        raise NodeError(f"{region} is a province: it has no parent to send packages to")
+    if parent is not None:
+        if parent_url is None:
+            raise NodeError(f"node {region} sends its packages to {parent}: give --parent-url")
+        parent_url = _check_url(parent_url)
+    ring = KeyRing(keys_dir if keys_dir is not None else home / "keys")
+    name = f"node-{region}"
+    public = ring.public_key(name) if name in ring.departments() else ring.generate(name)
+    node = NodeConfig(
+        region=region,
+        name=regions[region].name,
+        level=region_level(region).value,
+        parent=parent,
+        parent_url=parent_url,
+        key_id=key_id(public),
+        created_at=(now or dt.datetime.now(dt.UTC)).isoformat(),
+    )
+    home.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".json.partial")
+    partial.write_text(json.dumps(asdict(node), ensure_ascii=False, indent=2) + "\n", "utf-8")
+    os.replace(partial, path)
+    return node
+
+
+def load_node(home: Path) -> NodeConfig:
+    """The node's identity; :class:`NodeError` if there is none or it is unreadable."""
+    path = node_file(home)
+    try:
+        data: Any = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise NodeError(
+            f"this deployment is not a node yet ({path}): run `govx node init`"
+        ) from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise NodeError(f"{path} is not a node identity ({type(error).__name__})") from None
+    fields = set(NodeConfig.__dataclass_fields__)
+    if not isinstance(data, dict) or set(data) != fields:
+        raise NodeError(f"{path} is not a node identity (fields {', '.join(sorted(fields))})")
+    return NodeConfig(**data)
+
+
+def node_status(home: Path, now: dt.datetime | None = None) -> NodeStatus:
+    """The node and what waits in its outbox."""
+    node = load_node(home)
+    outbox = outbox_dir(home)
+    waiting = pending_packages(outbox, node.region)
+    oldest = None
+    if waiting:
+        written = min(path.stat().st_mtime for path in waiting)
+        oldest = max(0.0, (now or dt.datetime.now(dt.UTC)).timestamp() - written)
+    return NodeStatus(node, outbox, len(waiting), oldest)
