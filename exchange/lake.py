@@ -75,7 +75,8 @@ class Manifest:
     written_at: str
 
 
-def _file_sha256(path: Path, digest: Any) -> None:
+def hash_file(path: Path, digest: Any) -> None:
+    """Feed the bytes of ``path`` to ``digest`` (a hashlib object), a megabyte at a time."""
     with path.open("rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
@@ -130,7 +131,7 @@ class LandingWriter:
         self._writer.close()
         digest = hashlib.sha256()
         for name in self._files:
-            _file_sha256(self.tmp_dir / name, digest)
+            hash_file(self.tmp_dir / name, digest)
         manifest = Manifest(
             source_id=self.source_id,
             run_id=self.run_id,

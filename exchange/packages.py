@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from exchange.lake import hash_file
 from exchange.standards.regions import validate_region_code
 from license_store.signing import key_id
 
@@ -56,7 +57,6 @@ __all__ = [
 FORMAT = "govx-package/1"
 KINDS = ("licenses", "dataset")
 _NAME = re.compile(r"^(?P<sender>[0-9]{6})-(?P<seq>[0-9]{12})\.json$")
-_CHUNK = 1 << 20
 
 
 class PackageRejected(Exception):
@@ -103,12 +103,8 @@ def package_paths(outbox: Path, sender: str, seq: int) -> tuple[Path, Path]:
 
 def _file_digest(path: Path) -> tuple[int, str]:
     digest = hashlib.sha256()
-    size = 0
-    with path.open("rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    return size, digest.hexdigest()
+    hash_file(path, digest)
+    return path.stat().st_size, digest.hexdigest()
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -38,14 +38,13 @@ from sqlalchemy import String, any_, bindparam
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
 from sqlalchemy.engine import make_url
-from sqlalchemy.sql import ClauseElement
 
 from license_store.audit import HEAD_ID, AuditEntry, AuditLog, AuditWriter, hash_parts
 from license_store.database import driver_message, dump_json
 from license_store.errors import LicenseStoreError, StoreUnavailable
 from license_store.models import audit_head, audit_log, licenses
 from license_store.records import License
-from license_store.store import LicenseStore, license_from_row, select_licenses_by_holder
+from license_store.store import LicenseStore, licenses_by_holder, select_licenses_by_holder
 
 __all__ = ["AuditSink", "HolderReader", "HotPath", "PgAuditWriter", "open_hot_path"]
 
@@ -127,17 +126,11 @@ def threaded_hot_path(store: LicenseStore, writer: AuditWriter, *, batched: bool
 # -- PostgreSQL through asyncpg ------------------------------------------------------------------
 
 
-def _asyncpg_sql(statement: ClauseElement) -> tuple[str, tuple[str, ...]]:
-    """``statement`` as asyncpg SQL ($n parameters) and the bind names in $n order."""
-    compiled = statement.compile(dialect=asyncpg_dialect.dialect())
-    return str(compiled), tuple(compiled.positiontup or ())
-
-
-# The store's lookup (:func:`select_holder_licenses`) for many holders at once.
-_HOLDERS_SQL, _ = _asyncpg_sql(
-    select_licenses_by_holder().where(
-        licenses.c.holder_id == any_(bindparam("holders", type_=ARRAY(String)))
-    )
+# The store's lookup (:func:`select_holder_licenses`) for many holders at once, as asyncpg SQL.
+_HOLDERS_SQL = str(
+    select_licenses_by_holder()
+    .where(licenses.c.holder_id == any_(bindparam("holders", type_=ARRAY(String))))
+    .compile(dialect=asyncpg_dialect.dialect())
 )
 
 # A batch in one statement that chains it too. Python writes each entry's hashed text but for its
@@ -316,10 +309,7 @@ def _pg_fetch(pool: Any, today: Callable[[], dt.date]) -> Fetch:
         day = today()
         async with pool.acquire() as conn:
             rows = await conn.fetch(_HOLDERS_SQL, holders)
-        found: dict[str, list[License]] = {}
-        for row in rows:
-            found.setdefault(row["holder_id"], []).append(license_from_row(row, day))
-        return found
+        return licenses_by_holder(rows, day)
 
     return fetch
 

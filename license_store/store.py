@@ -211,6 +211,16 @@ def license_from_row(row: Mapping[str, Any], today: dt.date) -> License:
     )
 
 
+def licenses_by_holder(
+    rows: Iterable[Mapping[str, Any]], today: dt.date
+) -> dict[str, list[License]]:
+    """Lookup rows (in the lookup's order) as holder ID -> that holder's licenses."""
+    found: dict[str, list[License]] = {}
+    for row in rows:
+        found.setdefault(row["holder_id"], []).append(license_from_row(row, today))
+    return found
+
+
 def _shown_license_id(license_id: str) -> str:
     text = str(license_id)
     return text if len(text) <= 200 else text[:199] + "…"
@@ -633,10 +643,7 @@ class LicenseStore:
         statement = select_licenses_by_holder().where(licenses.c.holder_id.in_(holder_ids))
         with self._reading() as conn:
             rows = conn.execute(statement).mappings().all()
-        found: dict[str, list[License]] = {}
-        for row in rows:
-            found.setdefault(row["holder_id"], []).append(license_from_row(row, today))
-        return found
+        return licenses_by_holder(rows, today)
 
     def _current_row(self, conn: Connection, license_id: str, *, lock: bool = False) -> Row[Any]:
         """The licenses row for any version's identifier, or :class:`LicenseNotFound`.
