@@ -14,6 +14,9 @@
 - ``signature_batches``: each Merkle batch of license versions a department signed (root,
   Ed25519 signature, key id); ``license_proofs``: every signed version's inclusion proof in its
   batch, see :mod:`license_store.signatures`.
+- ``exchange_outbox``: the packages this node made for its parent (version-id ranges), and
+  ``exchange_inbox``: the last package applied from each child, see
+  :mod:`license_store.replication`.
 
 A test compares this metadata with the migrated schema, so a change here needs a migration.
 """
@@ -45,6 +48,8 @@ __all__ = [
     "api_clients",
     "audit_head",
     "audit_log",
+    "exchange_inbox",
+    "exchange_outbox",
     "license_proofs",
     "license_sequences",
     "license_versions",
@@ -216,4 +221,31 @@ license_proofs = Table(
         ondelete="CASCADE",
     ),
     # No index on batch_id: batches are never deleted, and each one would cost every insert.
+)
+
+# Replication between exchange nodes (see :mod:`license_store.replication`). The sender's plan:
+# package ``seq`` to its parent holds the versions with ``after_id < license_versions.id <=
+# through_id`` (shareable types only), so a package whose files were lost is made again, the same.
+exchange_outbox = Table(
+    "exchange_outbox",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("receiver", String(6), nullable=False),
+    Column("after_id", BigInteger, nullable=False),
+    Column("through_id", BigInteger, nullable=False),
+    Column("rows", Integer, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("delivered_at", DateTime(timezone=True), nullable=True),
+    CheckConstraint("after_id < through_id", name="id_range"),
+)
+
+# The receiver's side: the last package applied from each child node, written in the same
+# transaction as the package's rows (a replay is then recognised, a gap refused).
+exchange_inbox = Table(
+    "exchange_inbox",
+    metadata,
+    Column("sender", String(6), primary_key=True),
+    Column("last_seq", BigInteger, nullable=False),
+    Column("rows", BigInteger, nullable=False),
+    Column("applied_at", DateTime(timezone=True), nullable=True),
 )
