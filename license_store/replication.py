@@ -24,7 +24,7 @@ union of its descendants' current licenses (and their histories from the first p
 from __future__ import annotations
 
 import datetime as dt
-import json
+import hashlib
 import logging
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -32,10 +32,10 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from sqlalchemy import Column, MetaData, Table, Text, cast, func, select, true
+from sqlalchemy import Column, Integer, MetaData, Table, Text, cast, func, select
 from sqlalchemy.engine import Connection
 
-from license_store.database import JSONText, bulk_insert, upsert_insert
+from license_store.database import bulk_insert, upsert_insert
 from license_store.errors import ConflictError, LicenseStoreError
 from license_store.models import (
     exchange_inbox,
@@ -299,24 +299,24 @@ def package_rows(
 # -- the receiver ----------------------------------------------------------------------------
 
 
-def _stage(name: str, source: Table, names: Collection[str], **extra: Any) -> Table:
-    """A temporary table with ``source``'s columns ``names`` (and ``extra`` ones), no keys."""
-    columns = [
-        Column(column.name, column.type) for column in source.columns if column.name in names
-    ]
-    columns += [Column(key, type_) for key, type_ in extra.items()]
-    return Table(name, MetaData(), *columns, prefixes=["TEMPORARY"])
+_STAGE_TYPES = {"version": Integer(), "leaf_count": Integer(), "leaf_index": Integer()}
+_STAGE = Table(
+    "govx_stage",
+    MetaData(),
+    *(Column(field.name, _STAGE_TYPES.get(field.name, Text())) for field in PACKAGE_SCHEMA),
+    Column("latest", Integer()),
+    prefixes=["TEMPORARY"],
+)
+"""Where a package's rows wait inside the applying transaction: its columns as text (times in
+SQLAlchemy's SQLite format, which PostgreSQL reads too), and whether the row is its license's
+newest version in the package."""
 
-
-_LICENSE_NAMES = (
-    "license_base",
-    "license_id",
+# The ``licenses`` columns of a staged version, read from its content.
+_CONTENT_FIELDS = (
     "type_code",
     "type_name",
     "issuer_code",
     "issuer_name",
-    "sequence",
-    "version",
     "region_code",
     "holder_id",
     "holder_kind",
@@ -327,73 +327,100 @@ _LICENSE_NAMES = (
     "valid_to",
     "status",
     "face",
-    "content_hash",
-    "source_id",
-    "run_id",
-    "created_at",
-    "updated_at",
 )
-_CONTENT_NAMES = (
-    "type_code",
-    "type_name",
-    "issuer_code",
-    "issuer_name",
-    "region_code",
-    "holder_id",
-    "holder_kind",
-    "holder_name",
-    "number",
-    "status",
-)
-_VERSION_NAMES = (
-    "license_base",
-    "version",
-    "license_id",
-    "content_hash",
-    "content",
-    "source_id",
-    "run_id",
-    "recorded_at",
-)
+_DATE_FIELDS = ("issue_date", "valid_from", "valid_to")
 
 
-def _date(text: str | None) -> dt.date | None:
-    return None if text is None else dt.date.fromisoformat(text)
+def _sql(dialect: str) -> dict[str, str]:
+    """The merge statements for ``dialect`` (``sqlite`` or ``postgresql``)."""
+    pg = dialect == "postgresql"
+
+    def field(name: str) -> str:
+        return f"c.{name}" if pg else f"json_extract(s.content, '$.{name}')"
+
+    def at(name: str) -> str:
+        return f"(s.{name} || '+00')::timestamptz" if pg else f"s.{name}"
+
+    # PostgreSQL parses each content once, into typed columns
+    record = ", ".join(
+        f"{name} {'date' if name in _DATE_FIELDS else 'json' if name == 'face' else 'text'}"
+        for name in _CONTENT_FIELDS
+    )
+    source = (
+        f"govx_stage s CROSS JOIN LATERAL jsonb_to_record(s.content::jsonb) AS c({record})"
+        if pg
+        else "govx_stage s"
+    )
+    content = "s.content::json" if pg else "s.content"
+    names = (
+        "license_base, license_id, sequence, version, content_hash, source_id, run_id, "
+        f"created_at, updated_at, {', '.join(_CONTENT_FIELDS)}"
+    )
+    updated = [
+        name.strip()
+        for name in names.split(",")
+        if name.strip() not in ("license_base", "created_at")
+    ]
+    return {
+        "clash": (
+            "SELECT v.license_id FROM license_versions v JOIN govx_stage s "
+            "ON v.license_base = s.license_base AND v.version = s.version "
+            "WHERE v.content_hash <> s.content_hash LIMIT 1"
+        ),
+        "licenses": (
+            f"INSERT INTO licenses ({names}) "
+            "SELECT s.license_base, s.license_id, s.sequence, s.version, s.content_hash, "
+            f"s.source_id, s.run_id, {at('created_at')}, {at('recorded_at')}, "
+            f"{', '.join(field(name) for name in _CONTENT_FIELDS)} "
+            f"FROM {source} WHERE s.latest = 1 "
+            "ON CONFLICT (license_base) DO UPDATE SET "
+            f"{', '.join(f'{name} = excluded.{name}' for name in updated)} "
+            "WHERE licenses.version < excluded.version"
+        ),
+        "versions": (
+            "INSERT INTO license_versions (license_base, version, license_id, content_hash, "
+            "content, source_id, run_id, recorded_at) "
+            "SELECT s.license_base, s.version, s.license_id, s.content_hash, "
+            f"{content}, s.source_id, s.run_id, {at('recorded_at')} FROM govx_stage s "
+            "WHERE true ON CONFLICT (license_base, version) DO NOTHING"
+        ),
+        "batches": (
+            "INSERT INTO signature_batches (batch_id, department, key_id, algorithm, root, "
+            "signature, leaf_count, signed_at) "
+            "SELECT DISTINCT s.batch_id, s.department, s.key_id, s.algorithm, s.root, "
+            f"s.signature, s.leaf_count, {at('signed_at')} FROM govx_stage s "
+            "WHERE s.batch_id IS NOT NULL ON CONFLICT (batch_id) DO NOTHING"
+        ),
+        "proofs": (
+            "INSERT INTO license_proofs (license_base, version, batch_id, leaf_index, proof) "
+            "SELECT s.license_base, s.version, s.batch_id, s.leaf_index, "
+            f"{'s.proof::json' if pg else 's.proof'} FROM govx_stage s "
+            "WHERE s.batch_id IS NOT NULL ON CONFLICT (license_base, version) DO NOTHING"
+        ),
+    }
 
 
-def _latest(table: pa.Table) -> pa.Table:
-    """Each license's newest version in the package (rows sorted by base, version down)."""
-    ordered = table.sort_by([("license_base", "ascending"), ("version", "descending")])
-    bases = ordered.column("license_base")
-    if len(bases) < 2:
-        return ordered
-    first = pc.not_equal(bases.slice(1), bases.slice(0, len(bases) - 1))
-    keep = pa.concat_arrays([pa.array([True]), first.combine_chunks()])
-    return ordered.filter(keep)
+def _latest(table: pa.Table) -> pa.Array:
+    """For each row: is it the newest version of its license in the package?"""
+    newest = table.group_by("license_base").aggregate([("version", "max")])
+    joined = (
+        table.select(["license_base", "version"])
+        .append_column("row", pa.array(range(table.num_rows), pa.int64()))
+        .join(newest, "license_base")
+    )
+    joined = joined.sort_by("row")
+    return pc.cast(pc.equal(joined.column("version"), joined.column("version_max")), pa.int32())
 
 
-def _license_columns(latest: pa.Table, where: str) -> dict[str, list[Any]]:
-    """The ``licenses`` columns of each license's newest version, from its content."""
-    columns: dict[str, list[Any]] = {name: [] for name in _LICENSE_NAMES}
-    for name in ("license_base", "license_id", "sequence", "version", "content_hash"):
-        columns[name] = latest.column(name).to_pylist()
-    for name in ("source_id", "run_id", "created_at"):
-        columns[name] = latest.column(name).to_pylist()
-    columns["updated_at"] = latest.column("recorded_at").to_pylist()
-    for number, text in enumerate(latest.column("content").to_pylist()):
-        try:
-            content = json.loads(text)
-            for name in _CONTENT_NAMES:
-                columns[name].append(content[name])
-            columns["issue_date"].append(_date(content["issue_date"]))
-            columns["valid_from"].append(_date(content["valid_from"]))
-            columns["valid_to"].append(_date(content["valid_to"]))
-            columns["face"].append(content["face"])
-        except (TypeError, KeyError, ValueError) as error:
-            raise LicenseStoreError(
-                f"package {where}: row {number} has unreadable license content "
-                f"({type(error).__name__})"
-            ) from None
+def _staged_columns(table: pa.Table) -> dict[str, list[Any]]:
+    """The package's columns as the stage takes them: times as text, the newest flag added."""
+    columns: dict[str, list[Any]] = {}
+    for field in PACKAGE_SCHEMA:
+        column = table.column(field.name)
+        if field.type == _UTC:
+            column = pc.strftime(column, format="%Y-%m-%d %H:%M:%S")
+        columns[field.name] = column.to_pylist()
+    columns["latest"] = _latest(table).to_pylist()
     return columns
 
 
@@ -421,6 +448,7 @@ def apply_package(store: LicenseStore, sender: str, seq: int, table: pa.Table) -
     where = f"{sender}-{seq:012d}"
     if table.schema.names != PACKAGE_SCHEMA.names:
         raise LicenseStoreError(f"package {where}: columns differ from a licenses package's")
+    _check_content(table, where)
     with store._writing() as conn:
         last = _inbox_position(conn, sender)
         if seq <= last:
@@ -449,98 +477,33 @@ def apply_package(store: LicenseStore, sender: str, seq: int, table: pa.Table) -
     )
 
 
+def _check_content(table: pa.Table, where: str) -> None:
+    """Each version's content must hash to its ``content_hash``: the hash the store keeps, and
+    the content the department signed, travel together unchanged."""
+    hashes = table.column("content_hash").to_pylist()
+    for number, text in enumerate(table.column("content").to_pylist()):
+        if text is None or hashlib.sha256(text.encode("utf-8")).hexdigest() != hashes[number]:
+            raise LicenseStoreError(
+                f"package {where}: row {number}'s content does not match its content hash"
+            )
+
+
 def _merge(conn: Connection, table: pa.Table, where: str) -> int:
-    """Stage the package in temporary tables and merge it into the store; licenses changed."""
-    insert = upsert_insert(conn.dialect.name)
-    latest = _license_columns(_latest(table), where)
-    versions = _stage("govx_stage_versions", license_versions, _VERSION_NAMES)
-    stage = _stage("govx_stage_licenses", licenses, _LICENSE_NAMES)
+    """Stage the package in a temporary table and merge it into the store; licenses changed."""
+    sql = _sql(conn.dialect.name)
+    _STAGE.create(conn)
     try:
-        versions.create(conn)
-        columns = {name: table.column(name).to_pylist() for name in _VERSION_NAMES}
-        columns["content"] = [JSONText(text) for text in columns["content"]]
-        bulk_insert(conn, versions, columns)
-        _refuse_other_content(conn, versions, where)
-        stage.create(conn)
-        bulk_insert(conn, stage, latest)
-        statement = insert(licenses).from_select(
-            list(_LICENSE_NAMES), select(*(stage.c[name] for name in _LICENSE_NAMES)).where(true())
-        )
-        excluded = statement.excluded
-        changed = conn.execute(
-            statement.on_conflict_do_update(
-                index_elements=[licenses.c.license_base],
-                set_={
-                    name: excluded[name]
-                    for name in _LICENSE_NAMES
-                    if name not in ("license_base", "created_at")
-                },
-                where=licenses.c.version < excluded.version,
+        bulk_insert(conn, _STAGE, _staged_columns(table))
+        clash = conn.exec_driver_sql(sql["clash"]).scalar()
+        if clash is not None:
+            raise ConflictError(
+                f"package {where}: license {clash} differs from the one here (the same "
+                "identifier was issued twice, by two nodes)"
             )
-        ).rowcount
-        conn.execute(
-            insert(license_versions)
-            .from_select(
-                list(_VERSION_NAMES),
-                select(*(versions.c[name] for name in _VERSION_NAMES)).where(true()),
-            )
-            .on_conflict_do_nothing()
-        )
-        _merge_signatures(conn, table)
+        changed = conn.exec_driver_sql(sql["licenses"]).rowcount
+        conn.exec_driver_sql(sql["versions"])
+        conn.exec_driver_sql(sql["batches"])
+        conn.exec_driver_sql(sql["proofs"])
     finally:
-        for staged in ("govx_stage_licenses", "govx_stage_versions"):
-            conn.exec_driver_sql(f"DROP TABLE IF EXISTS {staged}")
+        conn.exec_driver_sql("DROP TABLE IF EXISTS govx_stage")
     return max(changed, 0)
-
-
-def _refuse_other_content(conn: Connection, staged: Table, where: str) -> None:
-    """A version this store already has must be the very same: a license identifier is issued
-    once, by one node. Otherwise :class:`ConflictError` (the whole package is refused)."""
-    clash = conn.execute(
-        select(license_versions.c.license_id)
-        .join(
-            staged,
-            (staged.c.license_base == license_versions.c.license_base)
-            & (staged.c.version == license_versions.c.version),
-        )
-        .where(staged.c.content_hash != license_versions.c.content_hash)
-        .limit(1)
-    ).scalar()
-    if clash is not None:
-        raise ConflictError(
-            f"package {where}: license {clash} differs from the one here (the same identifier "
-            "was issued twice, by two nodes)"
-        )
-
-
-def _merge_signatures(conn: Connection, table: pa.Table) -> None:
-    """Add the signed batches and inclusion proofs of the package's signed versions."""
-    signed = table.filter(pc.is_valid(table.column("batch_id")))
-    if not signed.num_rows:
-        return
-    insert = upsert_insert(conn.dialect.name)
-    batches = (
-        signed.select(["batch_id", *_BATCH_COLUMNS, "signed_at"])
-        .group_by(["batch_id", *_BATCH_COLUMNS, "signed_at"])
-        .aggregate([])
-    )
-    rows = batches.to_pylist()
-    conn.execute(insert(signature_batches).on_conflict_do_nothing(), rows)
-    proofs = {
-        "license_base": signed.column("license_base").to_pylist(),
-        "version": signed.column("version").to_pylist(),
-        "batch_id": signed.column("batch_id").to_pylist(),
-        "leaf_index": signed.column("leaf_index").to_pylist(),
-        "proof": [JSONText(text) for text in signed.column("proof").to_pylist()],
-    }
-    stage = _stage("govx_stage_proofs", license_proofs, tuple(proofs))
-    stage.create(conn)
-    try:
-        bulk_insert(conn, stage, proofs)
-        conn.execute(
-            insert(license_proofs)
-            .from_select(list(proofs), select(*(stage.c[name] for name in proofs)).where(true()))
-            .on_conflict_do_nothing()
-        )
-    finally:
-        conn.exec_driver_sql("DROP TABLE IF EXISTS govx_stage_proofs")

@@ -213,6 +213,6 @@ def test_unreadable_content_is_refused(
     broken = table.set_column(
         table.schema.get_field_index("content"), "content", pa.array(["{not json"])
     )
-    with pytest.raises(Exception, match="row 0 has unreadable license content"):
+    with pytest.raises(Exception, match="row 0's content does not match its content hash"):
         apply_package(parent_store, CHILD, 1, broken)
     assert table_rows(parent_store, licenses) == []
