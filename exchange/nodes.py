@@ -17,11 +17,21 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from cryptography.exceptions import UnsupportedAlgorithm
+
 from exchange.config import Deployment
 from exchange.packages import pending_packages
 from exchange.standards.regions import parent_code, region_level, validate_region_code
 
-__all__ = ["NodeConfig", "NodeError", "NodeStatus", "init_node", "load_node", "node_status"]
+__all__ = [
+    "NodeConfig",
+    "NodeError",
+    "NodeStatus",
+    "init_node",
+    "load_node",
+    "node_status",
+    "trust_node",
+]
 
 NODE_FILE = "node.json"
 
@@ -142,6 +152,47 @@ def load_node(home: Path) -> NodeConfig:
     if not isinstance(data, dict) or set(data) != fields:
         raise NodeError(f"{path} is not a node identity (fields {', '.join(sorted(fields))})")
     return NodeConfig(**data)
+
+
+def trust_node(home: Path, region: str, public_pem: bytes, *, replace: bool = False) -> str:
+    """Trust ``public_pem`` as the packages key of child node ``region``; returns its key id.
+
+    The key lands in the key ring as ``node-<region>.pub.pem`` (public only). The region must be
+    a child of this node; a different key already trusted for it is replaced only with
+    ``replace`` (a child that rotated its key).
+    """
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from license_store.signing import KeyRing, key_id
+
+    node = load_node(home)
+    try:
+        region = validate_region_code(region)
+    except ValueError as error:
+        raise NodeError(str(error)) from None
+    if parent_code(region) != node.region:
+        raise NodeError(f"node {region} is not a child of this node ({node.region})")
+    try:
+        key = serialization.load_pem_public_key(public_pem)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        raise NodeError("not a PEM public key") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise NodeError("not an Ed25519 public key (node keys are Ed25519)")
+    ring = KeyRing(home / "keys")
+    path = ring.public_path(f"node-{region}")
+    pem = key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    if path.exists() and path.read_bytes() != pem and not replace:
+        raise NodeError(
+            f"node {region} already has another trusted key ({path}); replacing it needs --replace"
+        )
+    ring.directory.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    partial.write_bytes(pem)
+    os.replace(partial, path)
+    return key_id(key)
 
 
 def node_status(home: Path, now: dt.datetime | None = None) -> NodeStatus:

@@ -30,6 +30,7 @@ from license_store.audit import AuditLog
 from license_store.clients import SCOPES, ClientCache, ClientRegistry
 from license_store.direct import DirectRoutes
 from license_store.errors import LicenseStoreError
+from license_store.exchange_api import router as exchange_router
 from license_store.intake import DeploymentDep, PrefillRequest, StoreDep
 from license_store.intake import router as intake_router
 from license_store.metrics import CONTENT_TYPE_LATEST, ApiMetrics, MetricsMiddleware
@@ -392,6 +393,7 @@ def create_app(
     install_problem_handlers(app)
     app.include_router(intake_router)  # first: the intake lookup is the route matched most
     app.include_router(router)
+    app.include_router(exchange_router)  # replication packages from child nodes
     install_admin(app)  # the admin dashboard under /admin (exchange/admin, docs/admin.md)
     _document_problems(app)
     return app

@@ -68,13 +68,22 @@ class Problem(BaseModel):
     detail: str = Field(description="what went wrong this time; IDs are masked")
     code: str = Field(description="stable machine-readable code, e.g. invalid_holder_id")
     field: str | None = Field(default=None, description="the input that was wrong, if one was")
+    expected_seq: int | None = Field(
+        default=None,
+        description="sequence_gap only: the package number the receiving node expects next",
+    )
 
 
 # -- problems -----------------------------------------------------------------------------------
 
 
 def make_problem(
-    status: int, code: str, title: str, detail: str, field: str | None = None
+    status: int,
+    code: str,
+    title: str,
+    detail: str,
+    field: str | None = None,
+    expected_seq: int | None = None,
 ) -> Problem:
     return Problem(
         type=PROBLEM_TYPE.format(code=code),
@@ -83,6 +92,7 @@ def make_problem(
         detail=detail,
         code=code,
         field=field,
+        expected_seq=expected_seq,
     )
 
 
@@ -97,9 +107,10 @@ class ProblemError(Exception):
         detail: str,
         field: str | None = None,
         headers: dict[str, str] | None = None,
+        expected_seq: int | None = None,
     ) -> None:
         super().__init__(detail)
-        self.problem = make_problem(status, code, title, detail, field)
+        self.problem = make_problem(status, code, title, detail, field, expected_seq)
         self.headers = headers
 
 
@@ -123,6 +134,8 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         401: "No bearer token, or an expired, forged or wrong-audience one",
         403: "The client is not granted this matter, license type or scope",
         404: "No license has this identifier",
+        409: "The package leaves a gap (send `expected_seq` first) or clashes with stored data",
+        413: "The package is larger than this node accepts (GOVX_MAX_PACKAGE_MB)",
         422: "The input is invalid (problem+json, the ID masked)",
         500: "Unexpected error (no internals disclosed)",
         429: "The client is over its rate limit; retry after Retry-After seconds",

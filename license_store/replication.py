@@ -53,6 +53,7 @@ __all__ = [
     "PACKAGE_SCHEMA",
     "AppliedPackage",
     "OutboxEntry",
+    "PackageInvalid",
     "SequenceGap",
     "apply_package",
     "mark_delivered",
@@ -94,6 +95,10 @@ PACKAGE_SCHEMA = pa.schema(
 """The columns of a ``licenses`` package: one row per license version."""
 
 _BATCH_COLUMNS = ("department", "key_id", "algorithm", "root", "signature", "leaf_count")
+
+
+class PackageInvalid(LicenseStoreError):
+    """A package whose rows are not what a licenses package holds (nothing was applied)."""
 
 
 class SequenceGap(LicenseStoreError):
@@ -447,7 +452,7 @@ def apply_package(store: LicenseStore, sender: str, seq: int, table: pa.Table) -
     """
     where = f"{sender}-{seq:012d}"
     if table.schema.names != PACKAGE_SCHEMA.names:
-        raise LicenseStoreError(f"package {where}: columns differ from a licenses package's")
+        raise PackageInvalid(f"package {where}: its columns are not a licenses package's")
     _check_content(table, where)
     with store._writing() as conn:
         last = _inbox_position(conn, sender)
@@ -483,7 +488,7 @@ def _check_content(table: pa.Table, where: str) -> None:
     hashes = table.column("content_hash").to_pylist()
     for number, text in enumerate(table.column("content").to_pylist()):
         if text is None or hashlib.sha256(text.encode("utf-8")).hexdigest() != hashes[number]:
-            raise LicenseStoreError(
+            raise PackageInvalid(
                 f"package {where}: row {number}'s content does not match its content hash"
             )
 

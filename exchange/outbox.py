@@ -1,0 +1,263 @@
+"""The node's outbox: packaging its changes for the parent, and delivering them in order.
+
+After each sync (and by ``govx exchange push``) a node plans packages for everything its license
+store gained since the last package (:func:`license_store.replication.plan_packages`), writes
+each one into ``$GOVX_HOME/outbox`` signed with the node's key, and delivers them to the parent's
+``POST /v1/exchange/packages`` in sequence order. A package leaves the outbox only once the
+parent acknowledged it (applied now, or before); then it is marked delivered in the store and its
+files are deleted.
+
+Nothing is lost on the way: a parent that is down leaves the packages queued, in order, for the
+next push; a crash while packaging leaves a plan without files, and the files are made again
+from the plan; a parent that says it expects an earlier number (restored from a backup) gets the
+packages from that number again, made from their plans.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from exchange.nodes import NodeConfig, outbox_dir
+from exchange.packages import Manifest, package_paths, remove_unfinished, write_package
+from license_store.replication import (
+    OutboxEntry,
+    mark_delivered,
+    outbox_entries,
+    package_rows,
+    plan_packages,
+)
+
+if TYPE_CHECKING:
+    import requests
+
+    from exchange.config import Deployment
+    from license_store.signing import KeyRing
+    from license_store.store import LicenseStore
+
+__all__ = [
+    "MANIFEST_HEADER",
+    "PARQUET_TYPE",
+    "DeliveryError",
+    "PushReport",
+    "Sender",
+    "excluded_types",
+    "make_packages",
+    "push_packages",
+]
+
+log = logging.getLogger("govexchange.outbox")
+
+PACKAGES_PATH = "/v1/exchange/packages"
+MANIFEST_HEADER = "X-Govx-Manifest"
+"""The request header that carries the package's manifest (base64url of its JSON)."""
+PARQUET_TYPE = "application/vnd.apache.parquet"
+DELIVERY_TIMEOUT_S = 300.0
+
+
+class Sender(Protocol):
+    """What delivers a request to the parent node (:class:`exchange.node_client.ParentClient`)."""
+
+    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response: ...
+
+
+class DeliveryError(RuntimeError):
+    """The parent refused a package for good, or answered what a push cannot act on."""
+
+
+@dataclass
+class PushReport:
+    """What a push did: packages made, delivered (applied or already there), still waiting."""
+
+    made: int = 0
+    delivered: list[int] = field(default_factory=list)
+    duplicates: list[int] = field(default_factory=list)
+    rows: int = 0
+    waiting: int = 0
+    stopped: str | None = None  # why the push stopped early (the parent is down, ...)
+
+
+def excluded_types(deployment: Deployment) -> set[str]:
+    """License type codes shared with no one (``sharing: not_shared``): never packaged."""
+    return {kind.code for kind in deployment.license_types if kind.sharing == "not_shared"}
+
+
+def _write(
+    store: LicenseStore,
+    node: NodeConfig,
+    entry: OutboxEntry,
+    outbox: Path,
+    key: Any,
+    excluded: set[str],
+) -> Manifest:
+    """Write package ``entry`` from its plan (again, if a crash lost its files)."""
+    table = package_rows(store, entry, excluded_types=excluded)
+    return write_package(
+        outbox,
+        sender=node.region,
+        receiver=entry.receiver,
+        seq=entry.seq,
+        kind="licenses",
+        table=table,
+        key=key,
+        now=entry.created_at,
+    )
+
+
+def make_packages(
+    store: LicenseStore,
+    node: NodeConfig,
+    deployment: Deployment,
+    keyring: KeyRing,
+    home: Path,
+    *,
+    max_rows: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> list[OutboxEntry]:
+    """Plan packages for what the store gained and write every undelivered package whose files
+    are missing (new ones, and ones a crash lost). Returns the newly planned entries."""
+    if node.parent is None:
+        return []
+    outbox = outbox_dir(home)
+    for leftover in remove_unfinished(outbox):
+        log.warning("removed %s, left by an interrupted packaging", leftover.name)
+    excluded = excluded_types(deployment)
+    options: dict[str, Any] = {"excluded_types": excluded}
+    if max_rows is not None:
+        options["max_rows"] = max_rows
+    planned = plan_packages(store, node.parent, **options)
+    key = keyring.private_key(node.key_name)
+    for entry in outbox_entries(store, pending_only=True):
+        if not package_paths(outbox, node.region, entry.seq)[1].exists():
+            manifest = _write(store, node, entry, outbox, key, excluded)
+            log.info("packaged %s: %d license versions", manifest.name, manifest.rows)
+            if progress is not None:
+                progress(manifest.rows)
+    return planned
+
+
+def _encoded(manifest_path: Path) -> str:
+    return base64.urlsafe_b64encode(manifest_path.read_bytes()).decode("ascii")
+
+
+def _remove(outbox: Path, sender: str, seq: int) -> None:
+    for path in package_paths(outbox, sender, seq):
+        path.unlink(missing_ok=True)
+
+
+def push_packages(
+    store: LicenseStore,
+    node: NodeConfig,
+    deployment: Deployment,
+    keyring: KeyRing,
+    home: Path,
+    parent: Sender,
+    *,
+    progress: Callable[[int], None] | None = None,
+) -> PushReport:
+    """Package what is new, then deliver the waiting packages to the parent in order.
+
+    Stops at the first package the parent cannot take now (it is down, or busy): the rest
+    stay queued, and :attr:`PushReport.stopped` says why. A package the parent refuses for
+    good (its checks fail, or it conflicts with the parent's data) raises
+    :class:`DeliveryError`: later packages would only leave a gap behind it.
+    """
+    report = PushReport()
+    if node.parent is None:
+        return report
+    report.made = len(make_packages(store, node, deployment, keyring, home))
+    outbox = outbox_dir(home)
+    excluded = excluded_types(deployment)
+    key = keyring.private_key(node.key_name)
+    waiting = outbox_entries(store, pending_only=True)
+    index = 0
+    resent: set[int] = set()
+    while index < len(waiting):
+        entry = waiting[index]
+        data_path, manifest_path = package_paths(outbox, node.region, entry.seq)
+        if not manifest_path.exists():
+            _write(store, node, entry, outbox, key, excluded)
+        outcome, body = _deliver(parent, data_path, manifest_path)
+        if outcome == "ok":
+            mark_delivered(store, entry.seq)
+            _remove(outbox, node.region, entry.seq)
+            (report.duplicates if body.get("status") == "duplicate" else report.delivered).append(
+                entry.seq
+            )
+            report.rows += int(body.get("rows", 0))
+            if progress is not None:
+                progress(entry.rows)
+            index += 1
+            continue
+        if outcome == "gap":
+            expected = int(body["expected_seq"])
+            if expected > entry.seq:  # the parent has these already: acknowledged
+                mark_delivered(store, expected - 1)
+                for seq in range(entry.seq, expected):
+                    _remove(outbox, node.region, seq)
+                waiting = outbox_entries(store, pending_only=True)
+                index = 0
+                continue
+            if expected in resent or expected < 1:
+                raise DeliveryError(
+                    f"parent {node.parent} keeps asking for package {expected}: giving up"
+                )
+            resent.add(expected)
+            log.warning(
+                "parent %s expects package %d (it lost later ones): sending again from there",
+                node.parent,
+                expected,
+            )
+            waiting = [e for e in outbox_entries(store) if e.seq >= expected]
+            for again in waiting:
+                if again.delivered_at is not None:
+                    _remove(outbox, node.region, again.seq)
+            index = 0
+            continue
+        report.stopped = str(body.get("detail") or outcome)
+        break
+    report.waiting = len(outbox_entries(store, pending_only=True))
+    return report
+
+
+def _deliver(parent: Sender, data_path: Path, manifest_path: Path) -> tuple[str, dict[str, Any]]:
+    """POST one package: ``("ok", body)``, ``("gap", body)``, or ``("later", body)`` when the
+    parent cannot take it now; :class:`DeliveryError` when it refuses it for good."""
+    import requests
+
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    name = f"{manifest['sender']}-{manifest['seq']:012d}"
+    try:
+        with data_path.open("rb") as body:
+            response = parent.request(
+                "POST",
+                PACKAGES_PATH,
+                data=body,
+                headers={MANIFEST_HEADER: _encoded(manifest_path), "Content-Type": PARQUET_TYPE},
+                timeout=DELIVERY_TIMEOUT_S,
+            )
+    except (requests.RequestException, OSError) as error:
+        return "later", {"detail": f"parent unreachable ({type(error).__name__})"}
+    except RuntimeError as error:  # the client's own "parent unavailable"
+        return "later", {"detail": str(error)}
+    try:
+        answer = response.json()
+    except ValueError:
+        answer = {}
+    if not isinstance(answer, dict):
+        answer = {}
+    if response.status_code == 200:
+        return "ok", answer
+    if response.status_code == 409 and answer.get("code") == "sequence_gap":
+        return "gap", answer
+    if response.status_code in (429, 502, 503, 504) or response.status_code >= 500:
+        return "later", {"detail": f"parent answered {response.status_code}"}
+    raise DeliveryError(
+        f"parent refused package {name} ({response.status_code} "
+        f"{answer.get('code', '')}): {answer.get('detail', response.reason)}"
+    )
