@@ -8,10 +8,15 @@ matter lists **and** the client is granted are ever returned (:mod:`license_stor
 license of another type is answered exactly as if it did not exist. Each read is appended to the
 audit trail before its response is sent (:class:`license_store.audit.AuditWriter`, a group
 commit): if the entry cannot be made durable, the read fails with 503.
+
+On a node of the exchange, a holder lookup that this node has no answer for is asked of its
+parent node, and another node's reads get only what may cross a node boundary
+(:mod:`license_store.forward`, ``docs/replication.md``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import threading
@@ -21,10 +26,16 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic_core import to_json
 
 from exchange.config import Deployment, load_deployment
+from exchange.node_client import (
+    ANSWERED_BY_HEADER,
+    FORWARD_FAILED_HEADER,
+    HOPS_HEADER,
+    ON_BEHALF_OF_HEADER,
+)
 from exchange.standards.holder_ids import HolderId, InvalidIdentifier, mask_id, parse_holder_id
 from exchange.standards.license_ids import format_license_id, parse_license_id
 from license_store.access import AccessDenied, MatterAccess, UnknownMatter, resolve_matter
@@ -32,6 +43,18 @@ from license_store.aio import HotPath, threaded_hot_path
 from license_store.audit import AuditLog, AuditWriter
 from license_store.clients import ClientCache
 from license_store.errors import LicenseNotFound, StoreUnavailable
+from license_store.forward import (
+    FAILURES,
+    FORWARDED,
+    NodeLink,
+    Relay,
+    ask_parent,
+    audit_client_id,
+    node_link,
+    node_matter_access,
+    on_behalf_of,
+    relay_of,
+)
 from license_store.metrics import ApiMetrics
 from license_store.problems import ProblemError, bounded, problem_responses
 from license_store.records import License
@@ -151,6 +174,24 @@ MATTER_PARAMETER: dict[str, Any] = {
     "description": MATTER_DOC,
 }
 
+# The forwarding headers, read only from ``node`` clients (docs/replication.md).
+NODE_HEADER_PARAMETERS: list[dict[str, Any]] = [
+    {
+        "name": name,
+        "in": "header",
+        "required": False,
+        "schema": {"anyOf": [{"type": "string"}, {"type": "null"}], "title": name},
+        "description": description,
+    }
+    for name, description in (
+        (
+            ON_BEHALF_OF_HEADER,
+            "node clients only: `<region>/<client id>` of the client a forwarded lookup is for",
+        ),
+        (HOPS_HEADER, "node clients only: how often the lookup has been forwarded (0-99)"),
+    )
+]
+
 _hot_lock = threading.Lock()
 
 
@@ -179,19 +220,25 @@ async def _audit(
     matter: str,
     case: str,
     result: str = "ok",
+    client_id: str | None = None,
 ) -> None:
     """Append the caller's entry about ``holder_id`` and return once it is durable (503 if it
-    cannot be made so)."""
+    cannot be made so). ``client_id`` names the caller (:func:`audit_client_id`) when it acts
+    for another node's client."""
     trail: AuditLog = request.app.state.audit
     entry = trail.entry(
-        client_id=caller.client_id,
+        client_id=client_id or caller.client_id,
         action=action,
         holder_id=holder_id,
         license_ids=licenses,
         matter=matter,
         case_id=case,
-        result=result,
+        # audit.RESULTS does not list "forwarded" yet: the entry is made as "ok" and then
+        # given its result (the hash covers the result it is appended with)
+        result="ok" if result == FORWARDED else result,
     )
+    if result == FORWARDED:
+        entry = dataclasses.replace(entry, result=FORWARDED)
     try:
         await hot_path(request.app).audit.append([entry])
     except Exception as error:
@@ -229,6 +276,8 @@ def _valid_license_id(license_id: str) -> None:
 def _matter_access(
     deployment: Deployment, caller: Caller, matter: str | None, field: str = "matter"
 ) -> MatterAccess:
+    """What the caller may receive for ``matter``: its grants, or for another node what may
+    cross the boundary (:func:`node_matter_access`). 422 or 403 problems otherwise."""
     if matter is None or not matter.strip():
         raise ProblemError(
             422,
@@ -238,6 +287,8 @@ def _matter_access(
             field=field,
         )
     try:
+        if caller.client.kind == "node":
+            return node_matter_access(deployment, caller.client, matter)
         return resolve_matter(deployment, caller.client, matter)
     except UnknownMatter:
         raise ProblemError(
@@ -259,9 +310,10 @@ async def _denied(
     matter: str | None,
     case: str,
     error: ProblemError,
+    client_id: str | None = None,
 ) -> ProblemError:
     """Audit a refused read of a (valid) holder, then hand back the error to raise."""
-    await _audit(request, caller, action, holder_id, (), matter or "-", case, "denied")
+    await _audit(request, caller, action, holder_id, (), matter or "-", case, "denied", client_id)
     return error
 
 
@@ -331,6 +383,7 @@ class HolderLicenses(BaseModel):
                     "matter": {"code": NEWBORN_MATTER, "name": "新生儿入户登记"},
                     "count": 1,
                     "licenses": [EXAMPLE_LICENSE],
+                    "answered_by": "440604",
                 }
             ]
         }
@@ -340,6 +393,12 @@ class HolderLicenses(BaseModel):
     matter: MatterRef
     count: int
     licenses: list[LicenseOut]
+    answered_by: str | None = Field(
+        default=None,
+        description="the region code (GB/T 2260) of the node that answered: this one, or a "
+        "parent it forwarded the lookup to (also in the X-Govx-Answered-By header); null when "
+        "the API runs without a node identity",
+    )
 
 
 def license_fields(found: License) -> dict[str, Any]:
@@ -378,18 +437,29 @@ router = APIRouter()
     tags=["licenses"],
     summary="A holder's licenses for a matter (一号申办)",
     responses=problem_responses(401, 403, 422, 429, 500, 503),
-    openapi_extra={"parameters": [HOLDER_PARAMETER, MATTER_PARAMETER, *header_parameters()]},
+    openapi_extra={
+        "parameters": [
+            HOLDER_PARAMETER,
+            MATTER_PARAMETER,
+            *header_parameters(),
+            *NODE_HEADER_PARAMETERS,
+        ]
+    },
 )
 async def holder_licenses(request: Request) -> Response:
     """The holder's current licenses of the types that ``matter`` lists as materials **and**
     the client is granted, by type code then issue date. Other types are never returned; an
-    unknown holder has none. The read is audited (client, holder, licenses, matter, case)."""
+    unknown holder has none. The read is audited (client, holder, licenses, matter, case).
+    On a node with a parent, a lookup with no answer here is the parent's answer
+    (``answered_by``, docs/replication.md)."""
     # The hot route reads its parameters itself (documented by openapi_extra): FastAPI's
     # per-parameter dependency solving was half of its CPU (docs/performance.md).
     holder_id: str = request.path_params["holder_id"]
     headers = request.headers
     caller = await authorize(request, "licenses:read", headers.get("authorization"))
     case = checked_case_id(headers.get("x-case-id"))
+    relay = relay_of(caller, headers)  # None unless another node asks
+    reader = audit_client_id(caller.client_id, relay)
     matter = request.query_params.get("matter")
     await get_store(request)  # 503 when the store is not open
     deployment = await get_deployment(request)
@@ -399,7 +469,9 @@ async def holder_licenses(request: Request) -> Response:
     except ProblemError as error:
         if error.problem.status != 403:
             raise
-        raise await _denied(request, caller, "read", holder.value, matter, case, error) from None
+        raise await _denied(
+            request, caller, "read", holder.value, matter, case, error, reader
+        ) from None
     wanted = access.type_codes
     if not wanted:
         error = ProblemError(
@@ -408,9 +480,12 @@ async def holder_licenses(request: Request) -> Response:
             "Forbidden",
             "this client is granted none of the license types the matter needs",
         )
-        raise await _denied(request, caller, "read", holder.value, matter, case, error)
+        raise await _denied(request, caller, "read", holder.value, matter, case, error, reader)
     found = await hot_path(request.app).reader.licenses_for_holder(holder.value)
     shown = [item for item in found if item.type_code in wanted]
+    link = node_link(request.app)
+    if not shown and link.parent is not None:
+        return await _forwarded_lookup(request, link, caller, relay, reader, holder, access, case)
     await _audit(
         request,
         caller,
@@ -419,12 +494,13 @@ async def holder_licenses(request: Request) -> Response:
         [item.license_id for item in shown],
         access.matter.code,
         case,
+        client_id=reader,
     )
     log.info(
         "holder lookup %s (%s) by %s for %s: %d licenses",
         holder.masked,
         holder.kind.value,
-        caller.client_id,
+        reader,
         access.matter.code,
         len(shown),
     )
@@ -436,8 +512,108 @@ async def holder_licenses(request: Request) -> Response:
         "matter": {"code": access.matter.code, "name": access.matter.name},
         "count": len(shown),
         "licenses": [license_fields(item) for item in shown],
+        "answered_by": link.region,
     }
-    return Response(to_json(body), media_type="application/json")
+    return _lookup_response(body, link.region)
+
+
+def _lookup_response(
+    body: dict[str, Any], answered_by: str | None, failure: str | None = None
+) -> Response:
+    """The lookup's JSON answer, with who answered and why the parent was not asked, if so."""
+    response = Response(to_json(body), media_type="application/json")
+    if answered_by is not None:  # appended raw: half the cost of a headers= mapping
+        response.raw_headers.append((_ANSWERED_BY, answered_by.encode("ascii")))
+        if failure is not None:
+            response.raw_headers.append((_FORWARD_FAILED, failure.encode("ascii")))
+    return response
+
+
+_ANSWERED_BY = ANSWERED_BY_HEADER.lower().encode("ascii")
+_FORWARD_FAILED = FORWARD_FAILED_HEADER.lower().encode("ascii")
+_PARENT_LICENSES: TypeAdapter[list[LicenseOut]] = TypeAdapter(list[LicenseOut])
+
+
+def _forward_result(failure: str | None) -> str:
+    """The audit result of a lookup that went to the parent: ``forwarded``; ``ok`` when the hop
+    limit kept it here (a local read, nothing left the node); ``error`` when the parent could
+    not be asked or its answer was unusable."""
+    if failure is None:
+        return FORWARDED
+    return "ok" if failure == FAILURES["hops"] else "error"
+
+
+async def _forwarded_lookup(
+    request: Request,
+    link: NodeLink,
+    caller: Caller,
+    relay: Relay | None,
+    reader: str,
+    holder: HolderId,
+    access: MatterAccess,
+    case: str,
+) -> Response:
+    """The parent's answer to a lookup this node has none for, filtered by what the caller may
+    see here, audited here as ``forwarded`` (``error`` when the parent could not be asked; the
+    caller then gets this node's empty answer and ``X-Govx-Forward-Failed``)."""
+    assert link.node is not None
+    answer = await ask_parent(
+        link,
+        holder.value,
+        holder.masked,
+        access.matter.code,
+        case,
+        on_behalf_of(link.node, caller.client_id, relay),
+        relay.hops if relay is not None else 0,
+    )
+    answered_by, failure, licenses = answer.answered_by, answer.failure, []
+    if failure is None:
+        try:
+            parsed = _PARENT_LICENSES.validate_python(answer.licenses)
+        except ValidationError:
+            log.warning(
+                "holder lookup %s for %s answered locally: the parent's licenses are malformed",
+                holder.masked,
+                access.matter.code,
+            )
+            answered_by, failure = link.region, FAILURES["invalid"]
+        else:
+            licenses = [
+                item.model_dump(mode="json")
+                for item in parsed
+                if item.type_code in access.type_codes
+            ]
+    await _audit(
+        request,
+        caller,
+        "read",
+        holder.value,
+        [item["license_id"] for item in licenses],
+        access.matter.code,
+        case,
+        _forward_result(failure),
+        reader,
+    )
+    log.info(
+        "holder lookup %s (%s) by %s for %s: %d licenses, answered by %s",
+        holder.masked,
+        holder.kind.value,
+        reader,
+        access.matter.code,
+        len(licenses),
+        answered_by,
+    )
+    metrics: ApiMetrics | None = getattr(request.app.state, "metrics", None)
+    if metrics is not None:
+        metrics.count_lookups(item["type_code"] for item in licenses)
+    body = {
+        "holder": {"id": holder.masked, "kind": holder.kind.value},
+        "matter": {"code": access.matter.code, "name": access.matter.name},
+        "count": len(licenses),
+        "licenses": licenses,
+        "answered_by": answered_by,
+    }
+    return _lookup_response(body, answered_by, failure)
 
 
 async def _granted_license(

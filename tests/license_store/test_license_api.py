@@ -101,6 +101,8 @@ def test_holder_licenses(store: LicenseStore, make_record, samples, caplog) -> N
     assert body["holder"] == {"id": holder[:4] + "*" * 10 + holder[-4:], "kind": "natural"}
     assert body["matter"] == {"code": TEST_MATTER, "name": "测试事项"}
     assert body["count"] == 2
+    assert body["answered_by"] is None  # the API runs without a node identity
+    assert "X-Govx-Answered-By" not in response.headers
     first, second = body["licenses"]
     assert first["type_code"] == samples.household_type
     assert first["status"] == "expired"  # valid_to has passed
