@@ -33,7 +33,12 @@ from license_store.errors import LicenseStoreError
 from license_store.exchange_api import router as exchange_router
 from license_store.intake import DeploymentDep, PrefillRequest, StoreDep
 from license_store.intake import router as intake_router
-from license_store.metrics import CONTENT_TYPE_LATEST, ApiMetrics, MetricsMiddleware
+from license_store.metrics import (
+    CONTENT_TYPE_LATEST,
+    ApiMetrics,
+    MetricsMiddleware,
+    exchange_gauges,
+)
 from license_store.problems import (
     Problem,
     ProblemError,
@@ -74,10 +79,13 @@ async def healthz() -> dict[str, str]:
     },
 )
 def metrics(_caller: Monitor, request: Request) -> Response:
-    """Requests and latency per route, licenses returned per type (Prometheus text format).
-    Needs the ``metrics:read`` scope (a ``monitor`` client)."""
+    """Requests and latency per route, licenses returned per type, and the replication lag read
+    from the store at this scrape (Prometheus text format; ``docs/monitoring.md``). Needs the
+    ``metrics:read`` scope (a ``monitor`` client). A sync route: FastAPI runs it in a thread, so
+    the store read stays off the event loop."""
     registry: ApiMetrics = request.app.state.metrics
-    return Response(registry.render(), media_type=CONTENT_TYPE_LATEST)
+    gauges = exchange_gauges(getattr(request.app.state, "store", None))
+    return Response(registry.render(gauges), media_type=CONTENT_TYPE_LATEST)
 
 
 # -- the token endpoint ---------------------------------------------------------------------------

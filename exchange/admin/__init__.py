@@ -1,4 +1,5 @@
-"""The admin dashboard (``/admin``): sources and their cards, run history, quarantine, Data Docs.
+"""The admin dashboard (``/admin``): sources and their cards, run history, quarantine, Data Docs,
+and on a node its replication lag.
 
 Served by the intake API's application (:func:`license_store.api.create_app` calls
 :func:`install_admin`). See ``docs/admin.md``.

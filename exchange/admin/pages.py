@@ -30,10 +30,11 @@ from exchange.admin.access import (
 )
 from exchange.admin.chart import pass_rate, run_chart
 from exchange.admin.quarantine import NotHeld, held_file, held_files, read_page
+from exchange.admin.replication import replication_card
 from exchange.admin.timefmt import age_text, local_time
 from exchange.config import Deployment, load_deployment
 from exchange.migrations import MIGRATIONS
-from exchange.settings import config_dir, lake_dir
+from exchange.settings import config_dir, govx_home, lake_dir
 from exchange.standards.holder_ids import mask_ids_in_text
 from exchange.state import ExchangeState, RunRecord
 from quality.cards import evaluate
@@ -210,10 +211,15 @@ templates.env.globals.update(
 @router.get("", response_class=HTMLResponse)
 @router.get("/", response_class=HTMLResponse)
 def overview(request: Request) -> HTMLResponse:
-    """Every source with its card, last run, row counts and freshness."""
+    """Every source with its card, last run, row counts and freshness; the replication card
+    when the deployment is a node (:mod:`exchange.admin.replication`)."""
     deployment = _deployment()
+    now = dt.datetime.now(dt.UTC)
     with _state() as state:
-        statuses = evaluate(deployment, state, now=dt.datetime.now(dt.UTC))
+        statuses = evaluate(deployment, state, now=now)
+    replication = replication_card(
+        getattr(request.app.state, "store", None), govx_home(), deployment, now
+    )
     departments = {d.id: d.name for d in deployment.departments}
     datasets = {d.id: d.name for d in deployment.datasets}
     counts = {
@@ -226,6 +232,7 @@ def overview(request: Request) -> HTMLResponse:
         departments=departments,
         datasets=datasets,
         counts=counts,
+        replication=replication,
         title="数据源概览",
     )
 

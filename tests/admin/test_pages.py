@@ -1,20 +1,28 @@
 """The admin dashboard over HTTP (the real app, the synced demo deployment): pages, cards, the
-quarantine browser's masking and paging, 404 pages, path traversal, the optional admin token."""
+quarantine browser's masking and paging, 404 pages, path traversal, the optional admin token; the
+replication card on a node of its own (a city that applied a county's packages, real stores)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from admin_demo import CLEAN_SOURCE, DIRTY_SOURCE, STALE_SOURCE, DemoDeployment
+from admin_demo import CLEAN_SOURCE, CONFIG, DIRTY_SOURCE, STALE_SOURCE, DemoDeployment
 from fastapi.testclient import TestClient
+from replication_nodes import CITY, COUNTY, backdate_outbox, city_with_backlog
 
 from exchange.admin.access import COOKIE_NAME
 from exchange.admin.quarantine import PAGE_SIZE
+from exchange.config import load_deployment
+from exchange.lag import ALERT_AGE_ENV, WARN_AGE_ENV, WARN_PACKAGES_ENV
+from exchange.nodes import init_node
 from exchange.state import ExchangeState
 from license_store.api import create_app
+from license_store.store import LicenseStore
 from quality.gate import REASONS_COLUMN
 
 RAW_ID = re.compile(r"(?<![0-9*])[0-9]{17}[0-9Xx](?![0-9A-Za-z])")
@@ -271,3 +279,110 @@ def test_the_intake_api_is_unchanged(client: TestClient) -> None:
     unknown = client.get("/no/such/page")
     assert unknown.status_code == 404
     assert unknown.headers["content-type"].startswith("application/problem+json")
+
+
+# -- the replication card -----------------------------------------------------------------------
+
+
+def test_no_replication_card_outside_a_node(client: TestClient) -> None:
+    assert 'id="replication"' not in client.get("/admin").text
+
+
+@pytest.fixture
+def node_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty deployment (migrated exchange state, no runs) in its own ``GOVX_HOME``."""
+    home = tmp_path / "node_home"
+    monkeypatch.setenv("GOVX_HOME", str(home))
+    monkeypatch.setenv("GOVX_CONFIG", str(CONFIG))
+    monkeypatch.delenv("GOVX_ADMIN_TOKEN", raising=False)
+    for name in (WARN_PACKAGES_ENV, WARN_AGE_ENV, ALERT_AGE_ENV):
+        monkeypatch.delenv(name, raising=False)
+    with ExchangeState() as state:
+        state.upgrade()
+    return home
+
+
+@pytest.fixture
+def city_store(node_home: Path, tmp_path: Path) -> Iterator[tuple[LicenseStore, dict]]:
+    """The city's store, with the county's packages applied and two of its own waiting."""
+    with (
+        LicenseStore(f"sqlite:///{tmp_path / 'county.db'}") as county,
+        LicenseStore(f"sqlite:///{node_home / 'licenses.db'}") as city,
+    ):
+        county.upgrade()
+        city.upgrade()
+        yield city, city_with_backlog(county, city)
+
+
+def replication_section(html: str) -> str:
+    found = re.search(r'<section id="replication".*?</section>', html, re.S)
+    assert found, "no replication card"
+    return found.group(0)
+
+
+def card_colour(section: str) -> str:
+    return re.search(r'class="card card-(\w+)" data-card="\1"', section).group(1)
+
+
+def test_a_city_node_shows_its_backlog_and_its_county(
+    node_home: Path, city_store: tuple[LicenseStore, dict]
+) -> None:
+    city, expected = city_store
+    init_node(node_home, load_deployment(CONFIG), CITY, parent_url="http://127.0.0.1:9/")
+    backdate_outbox(city, dt.timedelta(hours=2))  # the province has been down for two hours
+    with TestClient(create_app(city)) as client:
+        html = client.get("/admin").text
+    section = replication_section(html)
+    assert card_colour(section) == "red"
+    assert "佛山市 440600，上级节点 440000" in section
+    assert (
+        "2 packages (3 license versions) waiting, the oldest for 2 h; red from 100 packages or 1 h"
+        in section
+    )
+    outbox = re.search(r'<table id="outbox">.*?</table>', section, re.S).group(0)
+    assert re.findall(r'<td class="num">(\d+)</td>', outbox) == ["2", "3"]
+    assert "2.0 小时" in outbox
+    child = re.search(rf'<tr data-child="{COUNTY}">(.*?)</tr>', section, re.S).group(1)
+    assert "禅城区 440604" in child
+    numbers = re.findall(r'<td class="num">(\d+)</td>', child)
+    assert numbers == [str(expected["child_last_seq"]), "5"]  # its last package, versions in all
+    assert "秒前" in child  # applied moments ago
+    assert not RAW_ID.search(html)
+
+
+def test_the_card_colour_follows_the_limits_from_the_environment(
+    node_home: Path, city_store: tuple[LicenseStore, dict], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    city, _ = city_store
+    init_node(node_home, load_deployment(CONFIG), CITY, parent_url="http://127.0.0.1:9/")
+    with TestClient(create_app(city)) as client:
+        assert card_colour(replication_section(client.get("/admin").text)) == "green"
+        monkeypatch.setenv(WARN_PACKAGES_ENV, "2")
+        section = replication_section(client.get("/admin").text)
+        assert card_colour(section) == "yellow"
+        assert "yellow from 2 packages or 15 min" in section
+        assert "黄牌：2 个包" in section
+        monkeypatch.setenv(WARN_AGE_ENV, "soon")
+        section = replication_section(client.get("/admin").text)
+    assert card_colour(section) == "neutral"
+    assert WARN_AGE_ENV in section and "&#39;soon&#39;" in section
+
+
+def test_a_store_with_a_childs_packages_shows_the_card_without_node_json(
+    city_store: tuple[LicenseStore, dict],
+) -> None:
+    city, _ = city_store
+    with TestClient(create_app(city)) as client:
+        section = replication_section(client.get("/admin").text)
+    assert "本部署不是节点" in section
+    assert f'<tr data-child="{COUNTY}">' in section
+
+
+def test_a_node_whose_store_is_not_migrated_gets_a_grey_card(node_home: Path) -> None:
+    init_node(node_home, load_deployment(CONFIG), COUNTY, parent_url="http://127.0.0.1:9/")
+    with TestClient(create_app()) as client:  # opens $GOVX_HOME/licenses.db: empty
+        response = client.get("/admin")
+    assert response.status_code == 200
+    section = replication_section(response.text)
+    assert card_colour(section) == "neutral"
+    assert "schema" in section and 'id="outbox"' not in section
