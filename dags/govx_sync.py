@@ -105,7 +105,7 @@ def build_sync_dag(source: SourceConfig, *, snapshot: bool = False) -> DAG:
                 "rows_deleted": run.rows_deleted,
             }
 
-        @task
+        @task(outlets=[Asset("govx://licenses")])  # wakes the exchange_replicate DAG
         def licenses(committed: dict) -> dict:
             from exchange.sync import publish_licenses
 

@@ -20,6 +20,7 @@ from rich import box
 from rich.table import Table
 
 from exchange.cli_clients import clients_app
+from exchange.cli_exchange import exchange_app
 from exchange.cli_lifecycle import lifecycle_app
 from exchange.cli_nodes import node_app
 from exchange.cli_output import console, err_console
@@ -57,6 +58,7 @@ keys_app = typer.Typer(
 )
 app.add_typer(keys_app, name="keys")
 app.add_typer(node_app, name="node")
+app.add_typer(exchange_app, name="exchange")
 app.add_typer(schema_app, name="schema")
 app.add_typer(db_app, name="db")
 quality_app = typer.Typer(

@@ -57,9 +57,17 @@ def node_status() -> None:
     from exchange.nodes import NodeError
     from exchange.nodes import node_status as read_status
     from exchange.settings import govx_home
+    from license_store.errors import LicenseStoreError
+    from license_store.store import LicenseStore
 
     try:
-        status = read_status(govx_home())
+        with LicenseStore() as store:
+            try:
+                store.check_schema()
+            except LicenseStoreError:  # no store yet: count the outbox's files
+                status = read_status(govx_home())
+            else:
+                status = read_status(govx_home(), store=store)
     except NodeError as error:
         raise _fail(str(error)) from None
     node = status.node
@@ -161,3 +169,31 @@ def node_connect(
         highlight=False,
         soft_wrap=True,
     )
+
+
+@node_app.command("trust")
+def node_trust(
+    region: Annotated[str, typer.Option(help="The child node's region code.")],
+    public_key: Annotated[
+        Path,
+        typer.Option(
+            help="The child's public key (PEM), from `govx keys export node-<region>` there."
+        ),
+    ],
+    replace: Annotated[
+        bool, typer.Option(help="Replace another key trusted for this child (it rotated).")
+    ] = False,
+) -> None:
+    """Trust a child node's key: its packages are accepted only if signed with it."""
+    from exchange.nodes import NodeError, trust_node
+    from exchange.settings import govx_home
+
+    try:
+        pem = public_key.read_bytes()
+    except OSError as error:
+        raise _fail(f"cannot read {public_key}: {type(error).__name__}") from None
+    try:
+        key_id = trust_node(govx_home(), region, pem, replace=replace)
+    except NodeError as error:
+        raise _fail(str(error)) from None
+    console.print(f"packages from node {region} are accepted if signed with key {key_id}")

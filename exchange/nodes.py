@@ -14,7 +14,7 @@ import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -22,6 +22,9 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from exchange.config import Deployment
 from exchange.packages import pending_packages
 from exchange.standards.regions import parent_code, region_level, validate_region_code
+
+if TYPE_CHECKING:
+    from license_store.store import LicenseStore
 
 __all__ = [
     "NodeConfig",
@@ -195,13 +198,21 @@ def trust_node(home: Path, region: str, public_pem: bytes, *, replace: bool = Fa
     return key_id(key)
 
 
-def node_status(home: Path, now: dt.datetime | None = None) -> NodeStatus:
-    """The node and what waits in its outbox."""
+def node_status(
+    home: Path, now: dt.datetime | None = None, store: LicenseStore | None = None
+) -> NodeStatus:
+    """The node and what waits in its outbox: from the store's plan of packages when ``store``
+    is given (packages not acknowledged by the parent), else from the outbox's files."""
     node = load_node(home)
     outbox = outbox_dir(home)
-    waiting = pending_packages(outbox, node.region)
+    if store is not None:
+        from license_store.replication import backlog
+
+        waiting = backlog(store)
+        return NodeStatus(node, outbox, waiting.packages, waiting.oldest_age_s(now))
+    files = pending_packages(outbox, node.region)
     oldest = None
-    if waiting:
-        written = min(path.stat().st_mtime for path in waiting)
+    if files:
+        written = min(path.stat().st_mtime for path in files)
         oldest = max(0.0, (now or dt.datetime.now(dt.UTC)).timestamp() - written)
-    return NodeStatus(node, outbox, len(waiting), oldest)
+    return NodeStatus(node, outbox, len(files), oldest)

@@ -48,6 +48,7 @@ __all__ = [
     "Sender",
     "excluded_types",
     "make_packages",
+    "push_node",
     "push_packages",
 ]
 
@@ -232,19 +233,20 @@ def _deliver(parent: Sender, data_path: Path, manifest_path: Path) -> tuple[str,
 
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     name = f"{manifest['sender']}-{manifest['seq']:012d}"
+    from exchange.node_client import ParentError
+
     try:
-        with data_path.open("rb") as body:
-            response = parent.request(
-                "POST",
-                PACKAGES_PATH,
-                data=body,
-                headers={MANIFEST_HEADER: _encoded(manifest_path), "Content-Type": PARQUET_TYPE},
-                timeout=DELIVERY_TIMEOUT_S,
-            )
+        response = parent.request(
+            "POST",
+            PACKAGES_PATH,
+            data=data_path.read_bytes(),  # bytes: the client sends it again after a 401
+            headers={MANIFEST_HEADER: _encoded(manifest_path), "Content-Type": PARQUET_TYPE},
+            timeout=DELIVERY_TIMEOUT_S,
+        )
+    except ParentError as error:  # down, 5xx, or the node's credentials refused
+        return "later", {"detail": str(error)}
     except (requests.RequestException, OSError) as error:
         return "later", {"detail": f"parent unreachable ({type(error).__name__})"}
-    except RuntimeError as error:  # the client's own "parent unavailable"
-        return "later", {"detail": str(error)}
     try:
         answer = response.json()
     except ValueError:
@@ -261,3 +263,31 @@ def _deliver(parent: Sender, data_path: Path, manifest_path: Path) -> tuple[str,
         f"parent refused package {name} ({response.status_code} "
         f"{answer.get('code', '')}): {answer.get('detail', response.reason)}"
     )
+
+
+def push_node(home: Path | None = None, deployment: Deployment | None = None) -> PushReport:
+    """Push this deployment's outbox to its parent (what the ``exchange_replicate`` DAG runs).
+
+    :class:`exchange.nodes.NodeError` when the deployment is not a node with a parent, or has
+    no credentials for it (``govx node connect``).
+    """
+    from exchange.config import load_deployment
+    from exchange.node_client import load_parent_client
+    from exchange.nodes import NodeError, load_node
+    from exchange.settings import govx_home
+    from license_store.signing import KeyRing
+    from license_store.store import LicenseStore
+
+    home = home or govx_home()
+    node = load_node(home)
+    if node.parent is None:
+        raise NodeError(f"node {node.region} is the province: it has no parent to push to")
+    parent = load_parent_client(home)
+    if parent is None:
+        raise NodeError(
+            f"node {node.region} has no credentials for its parent: run `govx node connect`"
+        )
+    deployment = deployment or load_deployment()
+    with LicenseStore(deployment=deployment) as store, parent:
+        store.upgrade()
+        return push_packages(store, node, deployment, KeyRing(home / "keys"), home, parent)

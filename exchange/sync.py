@@ -515,6 +515,7 @@ def publish_licenses(source_id: str, *, context: SyncContext | None = None) -> l
                 result.unchanged,
             )
         _sign_published(store, source_id)
+        _package_for_parent(store, deployment)
     return published
 
 
@@ -528,6 +529,29 @@ def _sign_published(store: LicenseStore, source_id: str) -> None:
             "them): %s",
             source_id,
             _reason(exc),
+        )
+
+
+def _package_for_parent(store: LicenseStore, deployment: Deployment) -> None:
+    """On a node with a parent, package the new versions into the outbox (exchange.outbox);
+    a failure is logged and the next push packages them."""
+    from exchange.nodes import node_file
+    from exchange.settings import govx_home
+
+    home = govx_home()
+    if not node_file(home).exists():
+        return
+    try:
+        from exchange.nodes import load_node
+        from exchange.outbox import make_packages
+        from license_store.signing import KeyRing
+
+        node = load_node(home)
+        if node.parent is not None:
+            make_packages(store, node, deployment, KeyRing(home / "keys"), home)
+    except Exception as exc:
+        log.error(
+            "new licenses not packaged for the parent yet (the next push does): %s", _reason(exc)
         )
 
 

@@ -62,7 +62,7 @@ __all__ = [
 ]
 
 ACTIONS = ("read", "prefill", "verify", "change")
-RESULTS = ("ok", "denied", "not_found", "invalid", "error")
+RESULTS = ("ok", "denied", "not_found", "invalid", "error", "forwarded")
 _string = json.encoder.encode_basestring  # a str as json.dumps(ensure_ascii=False) writes it
 GENESIS_HASH = "0" * 64  # the prev_hash of seq 1 (and the head of an empty chain)
 HEAD_ID = 1

@@ -16,7 +16,6 @@ parent node, and another node's reads get only what may cross a node boundary
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import logging
 import threading
@@ -233,12 +232,8 @@ async def _audit(
         license_ids=licenses,
         matter=matter,
         case_id=case,
-        # audit.RESULTS does not list "forwarded" yet: the entry is made as "ok" and then
-        # given its result (the hash covers the result it is appended with)
-        result="ok" if result == FORWARDED else result,
+        result=result,
     )
-    if result == FORWARDED:
-        entry = dataclasses.replace(entry, result=FORWARDED)
     try:
         await hot_path(request.app).audit.append([entry])
     except Exception as error:

@@ -52,10 +52,14 @@ if TYPE_CHECKING:
 __all__ = [
     "PACKAGE_SCHEMA",
     "AppliedPackage",
+    "Backlog",
+    "InboxPosition",
     "OutboxEntry",
     "PackageInvalid",
     "SequenceGap",
     "apply_package",
+    "backlog",
+    "inbox_positions",
     "mark_delivered",
     "outbox_entries",
     "package_rows",
@@ -243,6 +247,59 @@ def outbox_entries(store: LicenseStore, *, pending_only: bool = False) -> list[O
         statement = statement.where(exchange_outbox.c.delivered_at.is_(None))
     with store._reading() as conn:
         return [_entry(row) for row in conn.execute(statement)]
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """What waits for the parent: packages and license versions, and the oldest's time."""
+
+    packages: int
+    rows: int
+    oldest_created_at: dt.datetime | None
+    last_delivered_at: dt.datetime | None
+
+    def oldest_age_s(self, now: dt.datetime | None = None) -> float | None:
+        """Seconds the oldest waiting package has waited (None when none waits)."""
+        if self.oldest_created_at is None:
+            return None
+        now = now or dt.datetime.now(dt.UTC)
+        return max(0.0, (now - self.oldest_created_at).total_seconds())
+
+
+@dataclass(frozen=True)
+class InboxPosition:
+    """The last package applied from one child node."""
+
+    sender: str
+    last_seq: int
+    rows: int
+    applied_at: dt.datetime | None
+
+
+def backlog(store: LicenseStore) -> Backlog:
+    """The outbox's backlog (from the plan: packages not acknowledged by the parent yet)."""
+    pending = exchange_outbox.c.delivered_at.is_(None)
+    with store._reading() as conn:
+        waiting = conn.execute(
+            select(
+                func.count(),
+                func.coalesce(func.sum(exchange_outbox.c.rows), 0),
+                func.min(exchange_outbox.c.created_at),
+            ).where(pending)
+        ).one()
+        delivered = conn.execute(select(func.max(exchange_outbox.c.delivered_at))).scalar()
+    return Backlog(waiting[0], int(waiting[1]), _aware(waiting[2]), _aware(delivered))
+
+
+def inbox_positions(store: LicenseStore) -> list[InboxPosition]:
+    """Each child node's last applied package, by region code."""
+    with store._reading() as conn:
+        found = conn.execute(select(exchange_inbox).order_by(exchange_inbox.c.sender)).all()
+    return [
+        InboxPosition(row.sender, row.last_seq, row.rows, _aware(row.applied_at))
+        for row in found
+        if row.last_seq > 0
+    ]
 
 
 def mark_delivered(store: LicenseStore, seq: int) -> None:

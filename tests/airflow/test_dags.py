@@ -29,7 +29,7 @@ def test_dagbag_has_one_sync_dag_per_source_and_no_import_errors(airflow_db: Pat
     sources = load_deployment(REPO / "config").sources
     snapshots = {f"snapshot__{s.id}" for s in sources if s.deletes.snapshot_schedule}
     assert snapshots == {"snapshot__gd_household_registry"}
-    others = {"quality_monitor", "license_expiry"}
+    others = {"quality_monitor", "license_expiry", "exchange_replicate"}
     assert set(bag.dag_ids) == {f"sync__{s.id}" for s in sources} | snapshots | others
     snapshot = bag.dags["snapshot__gd_household_registry"]
     assert snapshot.params["full_refresh"] is True
