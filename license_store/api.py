@@ -339,6 +339,10 @@ def _detach(app: FastAPI) -> None:
         opened = getattr(app.state, name, None)
         if opened is not None:
             opened.close()
+    link = getattr(app.state, "node_link", None)  # the parent's client, if lookups went up
+    if link is not None and link.parent is not None:
+        link.parent.close()
+    app.state.node_link = None
 
 
 def create_app(

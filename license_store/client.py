@@ -221,6 +221,7 @@ class HolderLicenses:
     matter: MatterRef
     count: int
     licenses: tuple[License, ...]
+    answered_by: str | None = None  # the node that answered (a parent, for a forwarded lookup)
 
 
 @dataclass(frozen=True, slots=True)
