@@ -32,7 +32,18 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from sqlalchemy import Column, Integer, MetaData, Table, Text, cast, func, select
+from sqlalchemy import (
+    Column,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    cast,
+    func,
+    select,
+    type_coerce,
+)
 from sqlalchemy.engine import Connection
 
 from license_store.database import bulk_insert, upsert_insert
@@ -316,6 +327,12 @@ def package_rows(
     store: LicenseStore, entry: OutboxEntry, *, excluded_types: Collection[str] = ()
 ) -> pa.Table:
     """The rows of a planned package (:data:`PACKAGE_SCHEMA`), by version id."""
+    sqlite = store._engine.dialect.name == "sqlite"
+
+    def time(column: Any) -> Any:
+        # SQLite keeps times as UTC text: read as is, parsed by Arrow (not row by row)
+        return type_coerce(column, String()).label(column.name) if sqlite else column
+
     statement = _shareable(
         select(
             license_versions.c.license_base,
@@ -326,11 +343,11 @@ def package_rows(
             cast(license_versions.c.content, Text).label("content"),
             license_versions.c.source_id,
             license_versions.c.run_id,
-            license_versions.c.recorded_at,
-            licenses.c.created_at,
+            time(license_versions.c.recorded_at),
+            time(licenses.c.created_at),
             license_proofs.c.batch_id,
             *(signature_batches.c[name] for name in _BATCH_COLUMNS),
-            signature_batches.c.signed_at,
+            time(signature_batches.c.signed_at),
             license_proofs.c.leaf_index,
             cast(license_proofs.c.proof, Text).label("proof"),
         )
@@ -352,9 +369,11 @@ def package_rows(
     arrays = []
     for name, values in zip(names, columns, strict=True):
         field = PACKAGE_SCHEMA.field(name)
-        if field.type == _UTC:
-            values = [_aware(value) for value in values]
-        arrays.append(pa.array(values, type=field.type))
+        if field.type == _UTC and sqlite:
+            array = pa.array(values, pa.string()).cast(pa.timestamp("us")).cast(_UTC)
+        else:
+            array = pa.array(values, type=field.type)
+        arrays.append(array)
     return pa.Table.from_arrays(arrays, schema=PACKAGE_SCHEMA)
 
 
@@ -474,13 +493,21 @@ def _latest(table: pa.Table) -> pa.Array:
     return pc.cast(pc.equal(joined.column("version"), joined.column("version_max")), pa.int32())
 
 
+def _times_as_text(column: pa.ChunkedArray) -> pa.Array:
+    """UTC times as SQLAlchemy's SQLite text (``2026-11-29 01:47:14.123456``). A package's
+    times repeat (one per write, one per signed batch): each distinct one is formatted once."""
+    encoded = column.combine_chunks().dictionary_encode()
+    text = pc.strftime(encoded.dictionary, format="%Y-%m-%d %H:%M:%S")
+    return pc.take(text, encoded.indices)
+
+
 def _staged_columns(table: pa.Table) -> dict[str, list[Any]]:
     """The package's columns as the stage takes them: times as text, the newest flag added."""
     columns: dict[str, list[Any]] = {}
     for field in PACKAGE_SCHEMA:
         column = table.column(field.name)
         if field.type == _UTC:
-            column = pc.strftime(column, format="%Y-%m-%d %H:%M:%S")
+            column = _times_as_text(column)
         columns[field.name] = column.to_pylist()
     columns["latest"] = _latest(table).to_pylist()
     return columns
