@@ -25,6 +25,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -201,7 +202,9 @@ async def receive_package(
         stem = f"{sender}-{seq:012d}"
         manifest_path = folder / f"{stem}.json"
         manifest_path.write_bytes(data)
+        started = time.perf_counter()
         await _receive(request, folder / f"{stem}.parquet", max_package_bytes())
+        received = time.perf_counter()
         try:
             _, table = await run_in_threadpool(
                 read_package, manifest_path, receiver=node.region, public_key=public_key
@@ -210,6 +213,7 @@ async def receive_package(
             log.warning("refused package %s: %s", stem, error)
             raise _rejected(error.check, str(error)) from None
         store = request.app.state.store
+        checked = time.perf_counter()
         try:
             applied = await run_in_threadpool(apply_package, store, sender, seq, table)
         except SequenceGap as gap:
@@ -228,6 +232,17 @@ async def receive_package(
             raise _rejected("content", str(error)) from None
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+    log.info(
+        "package %s from node %s: %s, %d versions; received in %.2f s, checked in %.2f s, "
+        "applied in %.2f s",
+        stem,
+        sender,
+        "duplicate" if applied.duplicate else "applied",
+        applied.rows,
+        received - started,
+        checked - received,
+        time.perf_counter() - checked,
+    )
     return PackageAck(
         status="duplicate" if applied.duplicate else "applied",
         sender=sender,

@@ -555,7 +555,7 @@ def apply_package(store: LicenseStore, sender: str, seq: int, table: pa.Table) -
                 applied_at=dt.datetime.now(dt.UTC),
             )
         )
-    log.info(
+    log.debug(
         "applied package %s: %d versions, %d licenses new or newer",
         where,
         table.num_rows,
