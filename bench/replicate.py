@@ -369,6 +369,7 @@ def direct_load(files: list[Path], url: str) -> float:
         store.upgrade()
         engine = store._engine
         started = time.perf_counter()
+        loaded_batches: set[str] = set()  # a signed batch can span two packages
         for path in files:
             table = pq.read_table(path)
             rows = table.to_pylist()
@@ -448,7 +449,10 @@ def direct_load(files: list[Path], url: str) -> float:
             }
             version_rows["content"] = [JSONText(row["content"]) for row in rows]
             signed = [row for row in rows if row["batch_id"] is not None]
-            batches = {row["batch_id"]: row for row in signed}
+            batches = {
+                row["batch_id"]: row for row in signed if row["batch_id"] not in loaded_batches
+            }
+            loaded_batches.update(batches)
             with engine.begin() as conn:
                 if conn.dialect.name == "sqlite":
                     conn.exec_driver_sql("PRAGMA defer_foreign_keys = ON")
