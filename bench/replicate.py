@@ -581,9 +581,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--changes", type=int, default=1_000_000)
     parser.add_argument("--backend", choices=("sqlite", "postgresql", "both"), default="both")
     parser.add_argument("--regenerate", action="store_true", help="make the county data again")
+    parser.add_argument(
+        "--prepare", action="store_true", help="only generate the county data (kept for runs)"
+    )
     args = parser.parse_args(argv)
     deployment = load_deployment(REPO / "config")
     backends = ("sqlite", "postgresql") if args.backend == "both" else (args.backend,)
+    if args.prepare:
+        for backend in backends:
+            county = sqlite_county if backend == "sqlite" else postgres_county
+            county(args.changes, deployment, args.regenerate)
+        return 0
     results = [run(backend, args.changes, deployment, args.regenerate) for backend in backends]
     report(results)
     return 0 if all(result.equal for result in results) else 1
