@@ -1003,7 +1003,7 @@ def _reset_demo_home(home: Path) -> None:
                 f"govx demo runs on the embedded default and resets it; unset {variable} "
                 "(or point GOVX_HOME at a scratch directory)"
             )
-    for folder in ("lake", "departments"):
+    for folder in ("lake", "departments", DEMO_NETWORK_DIR):
         shutil.rmtree(home / folder, ignore_errors=True)
     for pattern in ("licenses.db*", "exchange.db*"):
         for path in home.glob(pattern):
@@ -1029,7 +1029,9 @@ def demo(
     loopback port while the demo runs, and two drop folders (GB18030 CSV, xlsx). Runs every
     source's sync DAG, simulates a day of changes and syncs again incrementally, then runs an
     intake case over HTTP through LicenseClient: a token, a prefill of 新生儿入户登记 for the
-    sample applicant, a certificate verified offline, and her access log.
+    sample applicant, a certificate verified offline, and her access log. Last, a five-node
+    exchange on loopback ports (under $GOVX_HOME/network): the two counties sync, push up the
+    tree, and a Chikan mother is looked up at Chancheng, answered by the province.
     """
     from exchange.demo import generate_department_systems, start_department_api
     from exchange.settings import govx_home
@@ -1057,6 +1059,7 @@ def demo(
     )
     _demo_cards(deployment)
     _demo_intake(deployment, systems)
+    _demo_network(home / DEMO_NETWORK_DIR)
     console.print(
         f"[green]demo finished in {time.perf_counter() - started:.0f} s.[/] Try: "
         "`govx licenses <ID> --case <TICKET>`, `govx runs`, `govx quality status`, "
@@ -1217,6 +1220,119 @@ def _demo_intake(deployment, systems: list) -> None:
             f"{len(entry.license_ids)} license(s)  {entry.result}",
             highlight=False,
         )
+
+
+DEMO_NETWORK_DIR = "network"
+DEMO_NETWORK_CASE = "ZJ-CK-2026-000001"
+
+
+def _demo_network(base: Path) -> None:
+    """Five nodes on loopback ports (exchange.network): the counties sync and push up the tree,
+    then a Chikan mother is looked up at the Chancheng window: county -> city -> province."""
+    from exchange.demo.chikan import SCREENING_TYPE_CONFIG
+    from exchange.network import CHANCHENG, CHIKAN, NODES, FiveNodeNetwork
+    from exchange.settings import config_dir
+    from exchange.standards import mask_ids_in_text
+
+    started = time.perf_counter()
+    console.rule("[bold]five-node exchange on loopback ports: province, two cities, two counties")
+    network = FiveNodeNetwork(base, config=config_dir(), persons=400, chikan_births=200)
+    counties = [CHANCHENG, CHIKAN]
+    try:
+        with console.status("starting five nodes (govx serve), syncing at the counties ..."):
+            network.build().start(wait=False)  # the syncs need no server
+            syncs = network.sync_all(counties)
+            network.wait_started()
+        for sync in syncs:
+            console.print(
+                f"  [green]✓[/] govx {' '.join(sync.args)} at {sync.region} "
+                f"{network.node(sync.region).name}",
+                highlight=False,
+            )
+        with console.status("govx exchange push: the counties, then the cities ..."):
+            pushes = network.replicate()
+        for push in pushes:
+            said = push.stdout.strip().splitlines()
+            console.print(
+                f"  [green]✓[/] govx exchange push at {push.region}: {said[-1] if said else ''}",
+                highlight=False,
+                soft_wrap=True,
+            )
+        screening = SCREENING_TYPE_CONFIG["code"]
+        table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+        for column in ("node", "API", "parent", "licenses", "not shared"):
+            numeric = column in ("licenses", "not shared")
+            table.add_column(column, justify="right" if numeric else "left", no_wrap=True)
+        for region, parent in NODES:
+            node = network.node(region)
+            table.add_row(
+                f"{region} {node.name}",
+                node.url,
+                parent or "-",
+                f"{network.license_count(region):,}",
+                f"{network.license_count(region, type_code=screening):,}",
+            )
+        console.print(table)
+        _demo_network_lookup(network)
+        kept = network.license_count(CHIKAN, type_code=screening)
+        elsewhere = sum(
+            network.license_count(r, type_code=screening) for r in network.nodes if r != CHIKAN
+        )
+        console.print(
+            f"{SCREENING_TYPE_CONFIG['name']} (not_shared): {kept:,} at {CHIKAN} "
+            f"{network.node(CHIKAN).name}, {elsewhere} at the other nodes",
+            highlight=False,
+            soft_wrap=True,
+        )
+    except Exception as exc:  # the demo says what failed, masked, and fails
+        raise _fail(f"five-node exchange failed: {mask_ids_in_text(str(exc))}") from None
+    finally:
+        with console.status("stopping the five nodes ..."):
+            network.close()
+    console.print(
+        f"five-node exchange done in {time.perf_counter() - started:.0f} s (nodes stopped; "
+        f"their data in {base})",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def _demo_network_lookup(network) -> None:
+    """A Chikan mother's 新生儿入户登记 at the Chancheng window: answered by the province."""
+    from exchange.network import CHANCHENG, NEWBORN_MATTER, PROVINCE
+    from exchange.standards import mask_id
+
+    holder = next(network.chikan_holders())
+    response = network.lookup(CHANCHENG, holder, DEMO_NETWORK_CASE, matter=NEWBORN_MATTER)
+    if response.status_code != 200:
+        raise RuntimeError(f"the lookup at {CHANCHENG} answered {response.status_code}")
+    body = response.json()
+    answered = body["answered_by"]
+    console.rule(f"[bold]cross-region lookup at the {network.node(CHANCHENG).name} window")
+    console.print(
+        f"{body['matter']['name']} for {body['holder']['id']} (born in 赤坎区, case "
+        f"{DEMO_NETWORK_CASE}) -> {response.status_code}, answered_by {answered} "
+        f"{network.node(answered).name}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    chain = []
+    region: str | None = CHANCHENG
+    while region is not None:
+        node = network.node(region)
+        results = [e.result for e in network.audit_trail(region, holder, DEMO_NETWORK_CASE)]
+        chain.append(f"{region} {node.name} ({', '.join(results) or 'not asked'})")
+        region = node.parent if results == ["forwarded"] else None
+    console.print("forwarded: " + " -> ".join(chain), highlight=False, soft_wrap=True)
+    for item in body["licenses"]:
+        console.print(
+            f"  {item['type_name']} {item['license_id']} v{item['version']} ({item['status']}), "
+            f"issued by {item['issuer']['name']}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    if answered != PROVINCE or not body["licenses"] or body["holder"]["id"] != mask_id(holder):
+        raise RuntimeError(f"the lookup was answered by {answered} with {body['count']} licenses")
 
 
 @app.command("demo-simulator")

@@ -99,6 +99,28 @@ def test_demo_without_airflow_shows_the_sample_applicant(isolated_govx_home: Pat
     # the two departments' webhooks point at the demo's alert inbox: one alert per card change
     assert re.search(r"alert to 广东省市场监督管理局 \(webhook\): \S+ new -> yellow", output)
     assert re.search(r"alert to 佛山市禅城区卫生健康局 \(webhook\): \S+ new -> red", output), output
+    # the last step: five nodes on loopback ports; a Chikan mother found from Chancheng
+    assert "five-node exchange on loopback ports" in output
+    for node, parent in (("440604", "440600"), ("440802", "440800"), ("440800", "440000")):
+        assert f"govx exchange push at {node}: 1 packages delivered to {parent}" in output
+    assert re.search(r"440000 广东省\s+http://127\.0\.0\.1:\d+\s+-\s+\d", output), output
+    assert re.search(r"440802 赤坎区\s+\S+\s+440800\s+577\s+200", output), output
+    assert re.search(
+        r"新生儿入户登记 for 4408\*{10}[0-9X]{4} \(born in 赤坎区, case ZJ-CK-2026-000001\) "
+        r"-> 200, answered_by 440000 广东省",
+        output,
+    ), output
+    assert (
+        "forwarded: 440604 禅城区 (forwarded) -> 440600 佛山市 (forwarded) -> 440000 广东省 (ok)"
+        in output
+    )
+    assert re.search(
+        r"出生医学证明 1\.2\.156\.3005\.2\.11440000MB2028233R001\.11440802MB2025096E\.\S+ v1 "
+        r"\(valid\), issued by 湛江市赤坎区卫生健康局",
+        output,
+    ), output
+    assert "新生儿疾病筛查报告 (not_shared): 200 at 440802 赤坎区, 0 at the other nodes" in output
+    assert re.search(r"five-node exchange done in \d+ s \(nodes stopped", output)
     code, output = govx("runs")
     assert code == 0 and re.search(r"gd_household_registry\s+\S+\s+ok\s+full", output), output
     with ExchangeState() as state:  # every kind of source: a full run, then an incremental one
