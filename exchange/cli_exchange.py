@@ -89,6 +89,12 @@ def exchange_package(
     home, node, deployment, store = _node_setup()
     if node.parent is None:
         raise _fail(f"node {node.region} is the province: it has no parent to package for")
+    written: list[int] = []
+
+    def wrote(rows: int) -> None:
+        written.append(rows)
+        progress.advance(task, rows)
+
     with store, _progress() as progress:
         task = progress.add_task("packaging", total=None)
         try:
@@ -99,15 +105,18 @@ def exchange_package(
                 KeyRing(home / "keys"),
                 home,
                 max_rows=max_rows,
-                progress=lambda rows: progress.advance(task, rows),
+                progress=wrote,
             )
         except (LicenseStoreError, KeyFileError, OSError) as error:
             raise _fail(str(error)) from None
-    rows = sum(entry.rows for entry in planned)
-    console.print(
-        f"{len(planned)} new packages ({rows:,} license versions) for {node.parent}",
-        highlight=False,
+    again = len(written) - len(planned)
+    line = (
+        f"{len(written)} packages written ({sum(written):,} license versions) for "
+        f"{node.parent}: {len(planned)} new"
     )
+    if again > 0:
+        line += f", {again} made again from their plans (a crash had lost their files)"
+    console.print(line, highlight=False)
 
 
 @exchange_app.command("push")

@@ -124,6 +124,22 @@ def _sender_of(data: bytes) -> tuple[str, int]:
     return sender, seq
 
 
+STALE_INBOX_S = 3_600.0
+
+
+def _clear_stale(inbox: Path) -> None:
+    """Delete what a receiver killed mid-request left in the inbox (folders older than
+    :data:`STALE_INBOX_S`: no delivery takes that long, and a live one is never touched)."""
+    cutoff = time.time() - STALE_INBOX_S
+    for folder in inbox.iterdir():
+        try:
+            if folder.is_dir() and folder.stat().st_mtime < cutoff:
+                shutil.rmtree(folder, ignore_errors=True)
+                log.warning("removed %s, left by an interrupted delivery", folder.name)
+        except OSError:
+            continue
+
+
 async def _receive(request: Request, path: Path, limit: int) -> None:
     """Stream the body to ``path``, refusing (413) beyond ``limit`` bytes."""
     declared = request.headers.get("content-length")
@@ -197,6 +213,7 @@ async def receive_package(
         ) from None
     inbox = home / "inbox"
     inbox.mkdir(parents=True, exist_ok=True)
+    _clear_stale(inbox)
     folder = Path(tempfile.mkdtemp(prefix=f"{sender}-", dir=inbox))
     try:
         stem = f"{sender}-{seq:012d}"

@@ -346,3 +346,19 @@ def test_a_refused_package_stops_the_push_with_the_reason(pair: Pair) -> None:
     with pytest.raises(DeliveryError, match="package_conflict"):
         pair.push()
     assert len(outbox_entries(pair.child, pending_only=True)) == 1
+
+
+def test_a_delivery_clears_what_a_killed_receiver_left(
+    pair: Pair, isolated_govx_home: Path
+) -> None:
+    import os
+
+    stale = isolated_govx_home / "inbox" / f"{COUNTY}-leftover"
+    stale.mkdir(parents=True)
+    (stale / f"{COUNTY}-000000000001.parquet").write_bytes(b"half a package")
+    os.utime(stale, (time.time() - 7_200, time.time() - 7_200))
+    fresh = isolated_govx_home / "inbox" / f"{COUNTY}-in-flight"
+    fresh.mkdir()
+    pair.child.upsert([record(1)])
+    assert pair.push().delivered == [1]
+    assert not stale.exists() and fresh.exists()  # a live delivery's folder is never touched
