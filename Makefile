@@ -59,6 +59,7 @@ bench: $(STAMP) wrk
 	$(BIN)/python bench/sync.py
 	$(BIN)/python bench/extract.py
 	$(BIN)/python bench/lookup.py
+	$(BIN)/python bench/replicate.py
 
 clean:
 	rm -rf var .pytest_cache .ruff_cache
