@@ -68,6 +68,7 @@ from license_store.models import (  # noqa: E402
     signature_batches,
 )
 from license_store.signing import KeyRing  # noqa: E402
+from license_store.store import LICENSE_COLUMNS  # noqa: E402
 
 VAR = REPO / "var" / "bench-replicate"
 PG_ADMIN = os.environ.get(
@@ -435,18 +436,10 @@ def direct_load(files: list[Path], url: str) -> float:
         return time.perf_counter() - started
 
 
-_CONTENT_COLUMNS = (
-    "type_code",
-    "type_name",
-    "issuer_code",
-    "issuer_name",
-    "region_code",
-    "holder_id",
-    "holder_kind",
-    "holder_name",
-    "number",
-    "status",
-    "face",
+_CONTENT_COLUMNS = tuple(  # the licenses columns read from the content, dates apart
+    name
+    for name in LICENSE_COLUMNS
+    if name not in ("license_id", "version", "updated_at", "issue_date", "valid_from", "valid_to")
 )
 _LICENSE_COLUMNS = (
     "license_base",

@@ -56,6 +56,7 @@ from license_store.models import (
     licenses,
     signature_batches,
 )
+from license_store.store import LICENSE_COLUMNS
 
 if TYPE_CHECKING:
     from license_store.store import LicenseStore
@@ -393,21 +394,10 @@ SQLAlchemy's SQLite format, which PostgreSQL reads too), and whether the row is 
 newest version in the package."""
 
 # The ``licenses`` columns of a staged version, read from its content.
-_CONTENT_FIELDS = (
-    "type_code",
-    "type_name",
-    "issuer_code",
-    "issuer_name",
-    "region_code",
-    "holder_id",
-    "holder_kind",
-    "holder_name",
-    "number",
-    "issue_date",
-    "valid_from",
-    "valid_to",
-    "status",
-    "face",
+# every licenses column that comes from a version's content: the lookup's columns but the
+# identity and bookkeeping ones
+_CONTENT_FIELDS = tuple(
+    name for name in LICENSE_COLUMNS if name not in ("license_id", "version", "updated_at")
 )
 _DATE_FIELDS = ("issue_date", "valid_from", "valid_to")
 
