@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 CHROMIUM := /usr/bin/chromium
 CJK_FONT := /usr/share/fonts/truetype/wqy/wqy-zenhei.ttc
 
-.PHONY: demo test lint install browser wrk bench clean
+.PHONY: demo test lint install browser wrk bench clean prod-up prod-down
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -60,6 +60,22 @@ bench: $(STAMP) wrk
 	$(BIN)/python bench/extract.py
 	$(BIN)/python bench/lookup.py
 	$(BIN)/python bench/replicate.py
+
+# The production profile on this machine (docs/deploy.md): Airflow on two Celery workers, Redis,
+# PostgreSQL stores, an S3 endpoint, the intake API. Settings: config/prod.env.example, or
+# GOVX_PROD_ENV_FILE=your.env; state under $$GOVX_HOME/prod. `make prod-down` keeps the data;
+# `$(BIN)/python -m exchange.prod down --drop-data` drops the databases too.
+PROD_STAMP := $(VENV)/.installed-prod
+
+$(PROD_STAMP): $(STAMP)
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -c constraints.txt -e '.[dev,prod]'
+	touch $(PROD_STAMP)
+
+prod-up: $(PROD_STAMP)
+	$(BIN)/python -m exchange.prod up
+
+prod-down:
+	$(BIN)/python -m exchange.prod down
 
 clean:
 	rm -rf var .pytest_cache .ruff_cache
