@@ -1,10 +1,12 @@
 """Airflow DAG ``license_expiry``: every day, licenses past their validity become expired versions.
 
 Thin by design: parsing imports nothing heavy and touches no database. The one task ``expire``
-runs :meth:`license_store.LicenseStore.expire_due` for the run's logical date (a Beijing date):
+runs :meth:`license_store.LicenseStore.run_expiry` for the run's logical date (a Beijing date):
 each license stored as valid whose ``valid_to`` is before it gets a new version with status
 ``expired``, signed by its department and audited (matter ``expiry``, case the date). Re-running
-a day changes nothing. ``govx lifecycle expire --today YYYY-MM-DD`` runs the same code.
+a day changes nothing. At a node, licenses issued below it (replicated up from a child node)
+are skipped and counted: their issuing node expires them, and the expired version comes up by
+replication. ``govx lifecycle expire --today YYYY-MM-DD`` runs the same code.
 """
 
 from __future__ import annotations
@@ -34,8 +36,11 @@ BEIJING = dt.timezone(dt.timedelta(hours=8))
 )
 def license_expiry() -> None:
     @task
-    def expire(logical_date: dt.datetime | None = None) -> int:
-        """How many licenses became expired versions for the run's Beijing date."""
+    def expire(logical_date: dt.datetime | None = None) -> dict[str, int]:
+        """How many licenses became expired versions for the run's Beijing date, and how many
+        were skipped as issued below this node."""
+        import logging
+
         from exchange.config import load_deployment
         from license_store.store import LicenseStore
 
@@ -43,7 +48,9 @@ def license_expiry() -> None:
         today = moment.astimezone(BEIJING).date()
         with LicenseStore(deployment=load_deployment(CONFIG_DIR)) as store:
             store.upgrade()
-            return store.expire_due(today)
+            result = store.run_expiry(today)
+        logging.getLogger("govexchange.license_expiry").info("%s", result.summary())
+        return {"expired": result.expired, "skipped": result.skipped}
 
     expire()
 

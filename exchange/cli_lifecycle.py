@@ -2,7 +2,9 @@
 
 Each change is a new version of the license (new identifier), signed by its department and
 written to the audit trail with the operator (``--actor``) and the case reference (``--reason``).
-Holder IDs are shown masked. See ``docs/lifecycle.md``.
+Holder IDs are shown masked. At a node, only the node's own licenses change here: one issued
+below it (replicated up) is refused with the node to run the command at, and the expiry skips
+it. See ``docs/lifecycle.md``.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ def _actor(given: str | None) -> str:
 
 
 def _change(action: str, license_id: str, reason: str, actor: str | None) -> None:
+    from exchange.nodes import NodeError
     from exchange.standards.holder_ids import mask_id
     from license_store.errors import ConflictError, LicenseNotFound, LicenseStoreError
     from license_store.signing import KeyFileError
@@ -65,8 +68,10 @@ def _change(action: str, license_id: str, reason: str, actor: str | None) -> Non
             changed = method(license_id, reason=reason, actor=_actor(actor))
     except ValueError as exc:  # a reason or actor out of bounds
         raise _fail(str(exc), 2) from None
-    except (LicenseNotFound, ConflictError, KeyFileError) as exc:
+    except (LicenseNotFound, ConflictError, KeyFileError) as exc:  # incl. NotTheIssuingNode
         raise _fail(str(exc)) from None
+    except NodeError as exc:
+        raise _fail(f"cannot tell which licenses this node issued: {exc}") from None
     except LicenseStoreError as exc:
         raise _fail(f"the license store refused the change: {exc}") from None
     console.print(
@@ -110,15 +115,19 @@ def expire(
 ) -> None:
     """Make every license stored as valid but past its validity a new, expired version.
 
-    The ``license_expiry`` Airflow DAG runs this daily; running it twice changes nothing.
+    The ``license_expiry`` Airflow DAG runs this daily; running it twice changes nothing. At a
+    node, licenses issued below it are skipped: their issuing node expires them.
     """
+    from exchange.nodes import NodeError
     from license_store.errors import LicenseStoreError
     from license_store.signing import KeyFileError
     from license_store.store import LicenseStore
 
     try:
         with LicenseStore() as store:
-            count = store.expire_due(today.date() if today else None)
+            result = store.run_expiry(today.date() if today else None)
     except (LicenseStoreError, KeyFileError) as exc:
         raise _fail(str(exc)) from None
-    console.print(f"{count} licenses expired", highlight=False)
+    except NodeError as exc:
+        raise _fail(f"cannot tell which licenses this node issued: {exc}") from None
+    console.print(result.summary(), highlight=False, soft_wrap=True)

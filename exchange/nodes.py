@@ -5,6 +5,8 @@ changes to their city, cities to the province (``docs/replication.md``). ``govx 
 the node's identity to ``$GOVX_HOME/node.json`` and gives it an Ed25519 key, under the key ring
 of ``docs/signatures.md`` as ``node-<region>``; it signs the node's packages. ``govx node status``
 reads it back with the outbox: packages waiting for the parent, the oldest's age.
+:func:`child_nodes` tells which licenses a node holds only as replicas of its children's
+(``docs/lifecycle.md``: lifecycle changes are made at the issuing node).
 """
 
 from __future__ import annotations
@@ -27,9 +29,11 @@ if TYPE_CHECKING:
     from license_store.store import LicenseStore
 
 __all__ = [
+    "ChildNodes",
     "NodeConfig",
     "NodeError",
     "NodeStatus",
+    "child_nodes",
     "init_node",
     "load_node",
     "node_status",
@@ -69,6 +73,52 @@ class NodeStatus:
     outbox: Path
     pending: int
     oldest_age_s: float | None
+
+
+@dataclass(frozen=True)
+class ChildNodes:
+    """A node and the child nodes it trusts (``govx node trust``), which send it their licenses.
+
+    A license's ``region_code`` is its issuing department's region. A license of a region that
+    lies under a trusted child (or is that child's own) was issued below this node and reached
+    it by replication; any other license was issued here.
+    """
+
+    region: str
+    children: frozenset[str]
+
+    def replicated_from(self, region_code: str) -> str | None:
+        """The trusted child node a license of ``region_code`` came up through, or ``None``
+        when the license is this node's own: its region is this node's, under no trusted
+        child (a region without a node of its own, whose data this node syncs), or not under
+        this node at all."""
+        try:
+            code, parent = region_code, parent_code(region_code)
+        except ValueError:
+            return None
+        while parent is not None and parent != self.region:
+            code, parent = parent, parent_code(parent)
+        if parent == self.region and code in self.children:
+            return code
+        return None
+
+
+def child_nodes(home: Path) -> ChildNodes | None:
+    """The node under ``home`` and its trusted children, or ``None`` when the deployment is not
+    a node (no ``node.json``: then every license it holds is its own). :class:`NodeError` if
+    the identity is unreadable."""
+    if not node_file(home).exists():
+        return None
+    node = load_node(home)
+    children: set[str] = set()
+    for path in (home / "keys").glob("node-*.pub.pem"):
+        region = path.name.removeprefix("node-").removesuffix(".pub.pem")
+        try:
+            if parent_code(region) == node.region:
+                children.add(region)
+        except ValueError:
+            continue  # not a node key's name
+    return ChildNodes(node.region, frozenset(children))
 
 
 def node_file(home: Path) -> Path:

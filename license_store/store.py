@@ -12,7 +12,10 @@ Every version gets signed by its department (:meth:`LicenseStore.sign_pending`, 
 :meth:`~LicenseStore.revoke`, :meth:`~LicenseStore.reinstate` and the daily
 :meth:`~LicenseStore.expire_due` -- makes each status change a new version the same way, signs it
 and audits it. A sync never lifts a status the lifecycle set: a revoked license stays revoked, a
-suspended one stays suspended until reinstated, an expired one stays expired unless renewed.
+suspended one stays suspended until reinstated, an expired one stays expired unless renewed. At a
+node of the exchange, the lifecycle changes only the node's own licenses: one that was issued
+below it and reached it by replication is changed at its issuing node
+(:class:`NotTheIssuingNode`; the expiry skips it), so that node's next version does not clash.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
@@ -73,13 +77,16 @@ from license_store.signatures import (
 
 if TYPE_CHECKING:
     from exchange.config import Deployment
+    from exchange.nodes import ChildNodes
     from license_store.audit import AuditEntry, AuditLog
     from license_store.signing import KeyRing
 
 __all__ = [
     "CHINA_STANDARD_TIME",
+    "ExpiryResult",
     "LicenseChange",
     "LicenseStore",
+    "NotTheIssuingNode",
     "SignedVersion",
     "UpsertResult",
     "china_today",
@@ -233,8 +240,10 @@ class LicenseStore:
     evaluate validity at read time (Beijing date by default). ``keyring`` and ``deployment`` are
     what signing uses (default: ``$GOVX_HOME/keys`` and the configured deployment), ``audit`` the
     audit log of lifecycle changes (default: this database's). With ``audit_changes`` every
-    upsert also audits its new versions (the license step does). Use as a context manager or
-    call :meth:`close`.
+    upsert also audits its new versions (the license step does). ``home`` is the data directory
+    whose node identity and trusted child keys tell which licenses the lifecycle may change
+    here (default ``$GOVX_HOME``; not a node: all of them). Use as a context manager or call
+    :meth:`close`.
     """
 
     def __init__(
@@ -247,6 +256,7 @@ class LicenseStore:
         deployment: Deployment | None = None,
         audit: AuditLog | None = None,
         audit_changes: bool = False,
+        home: Path | None = None,
     ) -> None:
         if url is None:
             from exchange.settings import license_db_url
@@ -263,6 +273,7 @@ class LicenseStore:
         self._audit = audit
         self._owns_audit = False
         self.audit_changes = audit_changes
+        self._home = home
         with translate_errors(self.url):
             self._engine = create_store_engine(url)
         self._schema_checked = False
@@ -792,11 +803,25 @@ class LicenseStore:
         """Lift a suspension: a new version with status ``valid``; a revoked license stays so."""
         return self._change_status(license_id, "valid", reason=reason, actor=actor)
 
+    def child_nodes(self) -> ChildNodes | None:
+        """This deployment as a node and its trusted children, read now from the data directory
+        (``None``: not a node). :class:`~exchange.nodes.NodeError` if ``node.json`` is
+        unreadable: the lifecycle then refuses rather than guess."""
+        from exchange.nodes import child_nodes
+
+        if self._home is None:
+            from exchange.settings import govx_home
+
+            return child_nodes(govx_home())
+        return child_nodes(self._home)
+
     def _change_status(self, license_id: str, status: str, *, reason: str, actor: str) -> License:
         reason, actor = _reference("reason", reason), _reference("actor", actor)
         today = self._today()
+        nodes = self.child_nodes()
         with self._writing() as conn:
             row = self._current_row(conn, license_id, lock=True)
+            _check_issued_here(row, nodes)
             _check_transition(row, effective_status(row.status, row.valid_to, today), status)
             item = _Pending(_record_of(row, status=status, run_id=LIFECYCLE_RUN))
             item.current = row
@@ -807,22 +832,42 @@ class LicenseStore:
         return self.get(item.license_id)
 
     def expire_due(self, today: dt.date | None = None, *, actor: str = "license_expiry") -> int:
+        """:meth:`run_expiry`, returning only how many licenses it expired."""
+        return self.run_expiry(today, actor=actor).expired
+
+    def run_expiry(
+        self, today: dt.date | None = None, *, actor: str = "license_expiry"
+    ) -> ExpiryResult:
         """Turn every license stored as valid whose ``valid_to`` is before ``today`` into a new
-        ``expired`` version (signed, audited with matter ``expiry``); returns how many.
+        ``expired`` version (signed, audited with matter ``expiry``).
 
         ``today`` defaults to the store's date (Beijing). Idempotent: a second run finds none.
+        At a node, licenses issued below it (see :meth:`child_nodes`) are skipped and counted:
+        their issuing node expires them and the expired version comes up by replication.
         """
         today = today or self._today()
         now = _utc_now()
         run_id = f"expiry:{today.isoformat()}"
+        nodes = self.child_nodes()
+        due = (licenses.c.status == "valid") & (licenses.c.valid_to < today)
         expired: list[_Pending] = []
+        skipped: Counter[str] = Counter()
         with self._writing() as conn:
-            rows = conn.execute(
-                select(licenses)
-                .where(licenses.c.status == "valid", licenses.c.valid_to < today)
-                .order_by(licenses.c.id)
-                .with_for_update()
-            ).all()
+            replicated: list[str] = []  # region codes whose licenses come from a child node
+            if nodes is not None and nodes.children:
+                for region_code, count in conn.execute(
+                    select(licenses.c.region_code, func.count())
+                    .where(due)
+                    .group_by(licenses.c.region_code)
+                ):
+                    child = nodes.replicated_from(region_code)
+                    if child is not None:
+                        replicated.append(region_code)
+                        skipped[child] += count
+            statement = select(licenses).where(due)
+            if replicated:
+                statement = statement.where(licenses.c.region_code.not_in(sorted(replicated)))
+            rows = conn.execute(statement.order_by(licenses.c.id).with_for_update()).all()
             for start in range(0, len(rows), self.batch_size):
                 batch = []
                 for row in rows[start : start + self.batch_size]:
@@ -836,8 +881,14 @@ class LicenseStore:
             self._audit_changes(
                 expired, client_id=actor, matter="expiry", case_id=today.isoformat()
             )
-        log.info("expired %d licenses due before %s", len(expired), today.isoformat())
-        return len(expired)
+        result = ExpiryResult(len(expired), dict(sorted(skipped.items())))
+        log.info(
+            "expired %d licenses due before %s; skipped %d issued below this node",
+            result.expired,
+            today.isoformat(),
+            result.skipped,
+        )
+        return result
 
     def _audit_changes(
         self, items: Sequence[_Pending], *, client_id: str, matter: str, case_id: str
@@ -875,6 +926,55 @@ class SignedVersion:
     signature: StoredSignature | None
 
 
+@dataclass(frozen=True, slots=True)
+class ExpiryResult:
+    """What a run of the expiry did: ``expired`` licenses made expired versions; per trusted
+    child node, how many due licenses it left to the node they were issued at."""
+
+    expired: int
+    skipped_by_child: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def skipped(self) -> int:
+        """Due licenses left to their issuing node (issued below this one)."""
+        return sum(self.skipped_by_child.values())
+
+    def summary(self) -> str:
+        """One line: how many licenses expired, and how many were left to the nodes below."""
+        line = f"{self.expired} licenses expired"
+        if self.skipped:
+            nodes = ", ".join(f"node {n}: {count}" for n, count in self.skipped_by_child.items())
+            line += (
+                f"; {self.skipped} skipped, issued below this node ({nodes}): their issuing "
+                "node expires them and the change comes up by replication"
+            )
+        return line
+
+
+class NotTheIssuingNode(ConflictError):
+    """A lifecycle change asked of a node for a license issued below it, which it holds only
+    because the license was replicated up: the issuing node makes the change (its new version
+    then travels up), otherwise the two nodes' next versions would clash."""
+
+    code = "not_the_issuing_node"  # the Problem code of an HTTP route that performs changes
+
+    def __init__(self, license_id: str, *, node: str, issued_in: str, via: str) -> None:
+        if via == issued_in:
+            origin, where = f"at node {issued_in}", f"node {issued_in}"
+        else:
+            origin = f"in region {issued_in}, below node {via},"
+            where = f"node {issued_in} (or node {via}, if {issued_in} has no node of its own)"
+        super().__init__(
+            f"license {license_id} was issued {origin} and reached node {node} by replication: "
+            "lifecycle changes are made at the issuing node and come up from there; "
+            f"run it at {where}"
+        )
+        self.license_id = license_id
+        self.node = node
+        self.issued_in = issued_in
+        self.via = via
+
+
 LIFECYCLE_RUN = "lifecycle"  # the run_id of versions a lifecycle action made
 # status -> the effective statuses it may follow
 _TRANSITIONS = {
@@ -882,6 +982,17 @@ _TRANSITIONS = {
     "revoked": ("valid", "suspended", "expired"),
     "valid": ("suspended",),
 }
+
+
+def _check_issued_here(row: Row[Any], nodes: ChildNodes | None) -> None:
+    """Raise :class:`NotTheIssuingNode` if this node holds the license as a replica."""
+    if nodes is None:
+        return
+    via = nodes.replicated_from(row.region_code)
+    if via is not None:
+        raise NotTheIssuingNode(
+            row.license_id, node=nodes.region, issued_in=row.region_code, via=via
+        )
 
 
 def _check_transition(row: Row[Any], current: str, status: str) -> None:
