@@ -396,12 +396,15 @@ def datasets_list(
         table.add_column(column, justify="left" if column in ("dataset", "sources") else "right")
     with ExchangeState() as state:
         state.upgrade()
-        for entry in deployment.datasets:
-            curated = CuratedDataset(entry.id, deployment.sources, state)
+        # the catalogue's datasets, then any received from child nodes that it does not list
+        dataset_ids = [entry.id for entry in deployment.datasets]
+        dataset_ids += sorted(set(state.received_sources().values()) - set(dataset_ids))
+        for dataset_id in dataset_ids:
+            curated = CuratedDataset(dataset_id, deployment.sources, state)
             counts = curated.summary(instant)
             table.add_row(
-                entry.id,
-                ", ".join(s.id for s in curated.sources) or "-",
+                dataset_id,
+                ", ".join(curated.source_ids) or "-",
                 *(f"{counts[k]:,}" for k in ("live", "deleted", "versions", "runs")),
             )
     console.print(table)
@@ -1230,7 +1233,7 @@ def _demo_network(base: Path) -> None:
     """Five nodes on loopback ports (exchange.network): the counties sync and push up the tree,
     then a Chikan mother is looked up at the Chancheng window: county -> city -> province."""
     from exchange.demo.chikan import SCREENING_TYPE_CONFIG
-    from exchange.network import CHANCHENG, CHIKAN, NODES, FiveNodeNetwork
+    from exchange.network import CHANCHENG, CHIKAN, NODES, PROVINCE, FiveNodeNetwork
     from exchange.settings import config_dir
     from exchange.standards import mask_ids_in_text
 
@@ -1273,6 +1276,15 @@ def _demo_network(base: Path) -> None:
                 f"{network.license_count(region, type_code=screening):,}",
             )
         console.print(table)
+        received = ", ".join(
+            f"{dataset_id} {live:,} rows (from {', '.join(origins)})"
+            for dataset_id, (live, origins) in network.received_datasets(PROVINCE).items()
+        )
+        console.print(
+            f"curated datasets received at {PROVINCE}: {received or 'none'}",
+            highlight=False,
+            soft_wrap=True,
+        )
         _demo_network_lookup(network)
         kept = network.license_count(CHIKAN, type_code=screening)
         elsewhere = sum(

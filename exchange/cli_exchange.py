@@ -111,7 +111,7 @@ def exchange_package(
             raise _fail(str(error)) from None
     again = len(written) - len(planned)
     line = (
-        f"{len(written)} packages written ({sum(written):,} license versions) for "
+        f"{len(written)} packages written ({sum(written):,} changes) for "
         f"{node.parent}: {len(planned)} new"
     )
     if again > 0:
@@ -161,7 +161,7 @@ def exchange_push() -> None:
         except (DeliveryError, LicenseStoreError, KeyFileError, OSError) as error:
             raise _fail(str(error)) from None
     sent = len(report.delivered) + len(report.duplicates)
-    line = f"{sent} packages delivered to {node.parent} ({report.rows:,} license versions)"
+    line = f"{sent} packages delivered to {node.parent} ({report.rows:,} changes)"
     if report.duplicates:
         line += f", {len(report.duplicates)} of them already there"
     console.print(line, highlight=False)

@@ -16,6 +16,10 @@ part of the dataset when the exchange state's commit transaction (run record, cu
 quarantine) records its path. A run killed before that leaves a stray file that no query ever
 lists, and the run is re-done; this is what makes a run atomic without a lock on the lake.
 
+On a parent node a dataset also holds the runs its children sent up (``dataset`` packages,
+:mod:`exchange.dataset_packages`): recorded in the exchange state with their origin, read here
+like the node's own.
+
 DuckDB answers the questions: the current rows of a dataset (the latest version of each key,
 deletions dropped), the rows as the exchange knew them at any past instant (only runs committed
 by then), and the history of one key.
@@ -317,10 +321,21 @@ class CuratedDataset:
         self.sources = [s for s in sources if s.dataset == dataset_id]
         self.state = state
         self.lake = Path(lake)
+        self.received = sorted(state.received_sources(dataset_id))
+        """Sources of this dataset whose runs came up from child nodes (dataset packages)."""
+
+    @property
+    def source_ids(self) -> list[str]:
+        """This node's sources of the dataset, then the ones received from its children."""
+        return [s.id for s in self.sources] + [s for s in self.received if s not in self._own]
+
+    @property
+    def _own(self) -> set[str]:
+        return {s.id for s in self.sources}
 
     def _files(self, as_of: dt.datetime | None) -> list[RunRecord]:
         until = as_of.astimezone(dt.UTC).replace(tzinfo=None) if as_of is not None else None
-        return self.state.committed_versions([s.id for s in self.sources], until)
+        return self.state.committed_versions(self.source_ids, until)
 
     def _versions(self, runs: Sequence[RunRecord]) -> str:
         selects = [

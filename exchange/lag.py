@@ -14,8 +14,8 @@ packages or an hour. A node packages after each sync and pushes at once, so with
 package waits seconds; 15 minutes (one ``quality_monitor`` period) means the parent has not taken
 anything for a while, an hour means the parent's cross-region lookups have missed this node's
 changes for an hour of window service. Ten packages are ten syncs' worth of changes; a hundred
-(up to 200,000 license versions each) take long to drain once the parent is back. Each limit can be
-set from the environment (:meth:`LagLimits.from_env`)::
+(up to 200,000 license versions, or one sync run, each) take long to drain once the parent is
+back. Each limit can be set from the environment (:meth:`LagLimits.from_env`)::
 
     GOVX_REPLICATION_WARN_PACKAGES   GOVX_REPLICATION_WARN_AGE_S
     GOVX_REPLICATION_ALERT_PACKAGES  GOVX_REPLICATION_ALERT_AGE_S
@@ -161,7 +161,7 @@ def _count(number: int, noun: str) -> str:
 
 def assess(backlog: Backlog, limits: LagLimits, now: dt.datetime | None = None) -> LagVerdict:
     """The card of ``backlog`` under ``limits``, with a summary such as "3 packages (1,204
-    license versions) waiting, the oldest for 17 min; yellow from 10 packages or 15 min"."""
+    changes) waiting, the oldest for 17 min; yellow from 10 packages or 15 min"."""
     now = now or dt.datetime.now(dt.UTC)
     age = backlog.oldest_age_s(now)
     waited = age if age is not None else 0.0
@@ -183,7 +183,7 @@ def assess(backlog: Backlog, limits: LagLimits, now: dt.datetime | None = None) 
     else:
         summary = (
             f"{_count(backlog.packages, 'package')} "
-            f"({_count(backlog.rows, 'license version')}) waiting, "
+            f"({_count(backlog.rows, 'change')}) waiting, "
             f"the oldest for {format_duration(waited)}"
         )
     if level is not Card.GREEN:

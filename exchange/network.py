@@ -804,6 +804,23 @@ class FiveNodeNetwork:
         finally:
             engine.dispose()
 
+    def received_datasets(self, region: str) -> dict[str, tuple[int, list[str]]]:
+        """The curated datasets the node received from its children (dataset packages): dataset
+        id -> (live rows, the regions the runs came from)."""
+        from exchange.curated import CuratedDataset
+        from exchange.state import ExchangeState
+
+        node = self.node(region)
+        found: dict[str, tuple[int, list[str]]] = {}
+        with ExchangeState(node.db_url) as state:
+            datasets = sorted(set(state.received_sources().values()))
+            for dataset_id in datasets:
+                curated = CuratedDataset(dataset_id, [], state, node.home / "lake")
+                runs = state.committed_versions(curated.source_ids)
+                origins = sorted({run.origin for run in runs if run.origin})
+                found[dataset_id] = (curated.summary()["live"], origins)
+        return found
+
     def audit_trail(self, region: str, holder_id: str, case_id: str) -> list[AuditEntry]:
         """The node's audit entries about the holder in the case, newest first."""
         from license_store.audit import AuditLog, key_file

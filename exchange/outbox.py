@@ -1,9 +1,11 @@
 """The node's outbox: packaging its changes for the parent, and delivering them in order.
 
 After each sync (and by ``govx exchange push``) a node plans packages for everything its license
-store gained since the last package (:func:`license_store.replication.plan_packages`), writes
-each one into ``$GOVX_HOME/outbox`` signed with the node's key, and delivers them to the parent's
-``POST /v1/exchange/packages`` in sequence order. A package leaves the outbox only once the
+store gained since the last package (:func:`license_store.replication.plan_packages`) and for
+each sync run committed since, whose row versions file goes up as a ``dataset`` package
+(:mod:`exchange.dataset_packages`); it writes each one into ``$GOVX_HOME/outbox`` signed
+with the node's key, and delivers them to the parent's ``POST /v1/exchange/packages`` in
+sequence order. A package leaves the outbox only once the
 parent acknowledged it (applied now, or before); then it is marked delivered in the store and its
 files are deleted.
 
@@ -18,11 +20,13 @@ from __future__ import annotations
 import base64
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from exchange.dataset_packages import dataset_package_table, runs_to_send
 from exchange.nodes import NodeConfig, outbox_dir
 from exchange.packages import Manifest, package_paths, remove_unfinished, write_package
 from license_store.replication import (
@@ -30,13 +34,16 @@ from license_store.replication import (
     mark_delivered,
     outbox_entries,
     package_rows,
+    plan_dataset_packages,
     plan_packages,
+    planned_runs,
 )
 
 if TYPE_CHECKING:
     import requests
 
     from exchange.config import Deployment
+    from exchange.state import ExchangeState
     from license_store.signing import KeyRing
     from license_store.store import LicenseStore
 
@@ -88,26 +95,46 @@ def excluded_types(deployment: Deployment) -> set[str]:
     return {kind.code for kind in deployment.license_types if kind.sharing == "not_shared"}
 
 
-def _write(
-    store: LicenseStore,
-    node: NodeConfig,
-    entry: OutboxEntry,
-    outbox: Path,
-    key: Any,
-    excluded: set[str],
-) -> Manifest:
-    """Write package ``entry`` from its plan (again, if a crash lost its files)."""
-    table = package_rows(store, entry, excluded_types=excluded)
-    return write_package(
-        outbox,
-        sender=node.region,
-        receiver=entry.receiver,
-        seq=entry.seq,
-        kind="licenses",
-        table=table,
-        key=key,
-        now=entry.created_at,
-    )
+@dataclass
+class _Packager:
+    """Writes planned packages into the outbox, from their plans (again, if a crash lost the
+    files): a ``licenses`` package from the store's versions, a ``dataset`` one from its run."""
+
+    store: LicenseStore
+    node: NodeConfig
+    deployment: Deployment
+    state: ExchangeState
+    outbox: Path
+    key: Any
+
+    def write(self, entry: OutboxEntry) -> Manifest:
+        if entry.kind == "dataset":
+            table = dataset_package_table(self.state, self.deployment, entry, self.node.region)
+        else:
+            table = package_rows(self.store, entry, excluded_types=excluded_types(self.deployment))
+        return write_package(
+            self.outbox,
+            sender=self.node.region,
+            receiver=entry.receiver,
+            seq=entry.seq,
+            kind=entry.kind,
+            table=table,
+            key=self.key,
+            now=entry.created_at,
+        )
+
+
+@contextmanager
+def _exchange_state(state: ExchangeState | None) -> Iterator[ExchangeState]:
+    """The given exchange state, or this deployment's (``GOVX_EXCHANGE_DB_URL``) opened here."""
+    if state is not None:
+        yield state
+        return
+    from exchange.state import ExchangeState
+
+    with ExchangeState() as opened:
+        opened.upgrade()
+        yield opened
 
 
 def make_packages(
@@ -119,26 +146,36 @@ def make_packages(
     *,
     max_rows: int | None = None,
     progress: Callable[[int], None] | None = None,
+    state: ExchangeState | None = None,
 ) -> list[OutboxEntry]:
-    """Plan packages for what the store gained and write every undelivered package whose files
-    are missing (new ones, and ones a crash lost). Returns the newly planned entries."""
+    """Plan packages for what the store gained (license versions) and for the sync runs
+    committed since (``state``, this deployment's exchange state by default), then write every
+    undelivered package whose files are missing (new ones, and ones a crash lost). Returns the
+    newly planned entries."""
     if node.parent is None:
         return []
     outbox = outbox_dir(home)
     for leftover in remove_unfinished(outbox):
         log.warning("removed %s, left by an interrupted packaging", leftover.name)
-    excluded = excluded_types(deployment)
-    options: dict[str, Any] = {"excluded_types": excluded}
+    options: dict[str, Any] = {"excluded_types": excluded_types(deployment)}
     if max_rows is not None:
         options["max_rows"] = max_rows
-    planned = plan_packages(store, node.parent, **options)
-    key = keyring.private_key(node.key_name)
-    for entry in outbox_entries(store, pending_only=True):
-        if not package_paths(outbox, node.region, entry.seq)[1].exists():
-            manifest = _write(store, node, entry, outbox, key, excluded)
-            log.info("packaged %s: %d license versions", manifest.name, manifest.rows)
-            if progress is not None:
-                progress(manifest.rows)
+    with _exchange_state(state) as exchange:
+        planned = plan_packages(store, node.parent, **options)
+        runs = runs_to_send(exchange, deployment, planned_runs(store))
+        planned += plan_dataset_packages(store, node.parent, runs)
+        packager = _Packager(
+            store, node, deployment, exchange, outbox, keyring.private_key(node.key_name)
+        )
+        for entry in outbox_entries(store, pending_only=True):
+            if not package_paths(outbox, node.region, entry.seq)[1].exists():
+                manifest = packager.write(entry)
+                what = (
+                    "row versions of a sync run" if entry.kind == "dataset" else "license versions"
+                )
+                log.info("packaged %s: %d %s", manifest.name, manifest.rows, what)
+                if progress is not None:
+                    progress(manifest.rows)
     return planned
 
 
@@ -160,6 +197,7 @@ def push_packages(
     parent: Sender,
     *,
     progress: Callable[[int], None] | None = None,
+    state: ExchangeState | None = None,
 ) -> PushReport:
     """Package what is new, then deliver the waiting packages to the parent in order.
 
@@ -171,10 +209,27 @@ def push_packages(
     report = PushReport()
     if node.parent is None:
         return report
-    report.made = len(make_packages(store, node, deployment, keyring, home))
-    outbox = outbox_dir(home)
-    excluded = excluded_types(deployment)
-    key = keyring.private_key(node.key_name)
+    with _exchange_state(state) as exchange:
+        report.made = len(make_packages(store, node, deployment, keyring, home, state=exchange))
+        outbox = outbox_dir(home)
+        packager = _Packager(
+            store, node, deployment, exchange, outbox, keyring.private_key(node.key_name)
+        )
+        _deliver_all(store, node, packager, parent, report, progress)
+    report.waiting = len(outbox_entries(store, pending_only=True))
+    return report
+
+
+def _deliver_all(
+    store: LicenseStore,
+    node: NodeConfig,
+    packager: _Packager,
+    parent: Sender,
+    report: PushReport,
+    progress: Callable[[int], None] | None,
+) -> None:
+    """Deliver the waiting packages in order (see :func:`push_packages`)."""
+    outbox = packager.outbox
     waiting = outbox_entries(store, pending_only=True)
     index = 0
     resent: set[int] = set()
@@ -182,7 +237,7 @@ def push_packages(
         entry = waiting[index]
         data_path, manifest_path = package_paths(outbox, node.region, entry.seq)
         if not manifest_path.exists():
-            _write(store, node, entry, outbox, key, excluded)
+            packager.write(entry)
         outcome, body = _deliver(parent, data_path, manifest_path)
         if outcome == "ok":
             mark_delivered(store, entry.seq)
@@ -222,8 +277,6 @@ def push_packages(
             continue
         report.stopped = str(body.get("detail") or outcome)
         break
-    report.waiting = len(outbox_entries(store, pending_only=True))
-    return report
 
 
 def _deliver(parent: Sender, data_path: Path, manifest_path: Path) -> tuple[str, dict[str, Any]]:

@@ -59,6 +59,8 @@ sync_runs = sa.Table(
     sa.Column("rows_deleted", sa.Integer),
     sa.Column("rows_unchanged", sa.Integer),
     sa.Column("licenses_published_at", sa.DateTime(timezone=True)),
+    sa.Column("origin", sa.String(6)),  # a run received from a child node: where it committed
+    sa.Column("dataset_id", sa.String(64)),  # a received run's dataset
     sa.Index("ix_sync_runs_source_started", "source_id", "started_at"),
 )
 
@@ -115,6 +117,10 @@ class RunRecord:
     rows_deleted: int | None = None
     rows_unchanged: int | None = None
     licenses_published_at: dt.datetime | None = None
+    origin: str | None = None
+    """For a run received from a child node: the region code of the node that committed it."""
+    dataset_id: str | None = None
+    """For a received run: its dataset (its source is not configured at this node)."""
 
     @property
     def duration_s(self) -> float | None:
@@ -407,9 +413,106 @@ class ExchangeState:
         return _record(row)
 
     def runs(self, source_id: str | None = None, limit: int = 20) -> list[RunRecord]:
-        """The most recent runs first."""
+        """The most recent runs first (this node's own runs only, unless ``source_id`` names
+        a received source)."""
         query = sa.select(sync_runs).order_by(sync_runs.c.started_at.desc()).limit(limit)
         if source_id is not None:
             query = query.where(sync_runs.c.source_id == source_id)
+        else:
+            query = query.where(sync_runs.c.origin.is_(None))
         with self.engine.connect() as conn:
             return [_record(row) for row in conn.execute(query)]
+
+    # -- runs received from child nodes (dataset packages) ------------------------------------
+
+    def received_sources(self, dataset_id: str | None = None) -> dict[str, str]:
+        """Sources whose runs this node received from its children: source id -> dataset id
+        (only ``dataset_id``'s if given)."""
+        query = (
+            sa.select(sync_runs.c.source_id, sync_runs.c.dataset_id)
+            .where(sync_runs.c.origin.is_not(None))
+            .distinct()
+        )
+        if dataset_id is not None:
+            query = query.where(sync_runs.c.dataset_id == dataset_id)
+        with self.engine.connect() as conn:
+            return {row.source_id: row.dataset_id for row in conn.execute(query)}
+
+    def shareable_runs(self, excluded_datasets: Iterable[str] = ()) -> list[RunRecord]:
+        """Committed runs with a row versions file, this node's own and received ones, oldest
+        commit first; received runs of ``excluded_datasets`` are left out (an own run's
+        dataset comes from the source's configuration: the caller filters those)."""
+        query = (
+            sa.select(sync_runs)
+            .where(
+                sync_runs.c.status == RunStatus.SUCCEEDED.value,
+                sync_runs.c.curated_path.is_not(None),
+            )
+            .order_by(sync_runs.c.finished_at, sync_runs.c.run_id)
+        )
+        excluded = sorted(set(excluded_datasets))
+        if excluded:
+            query = query.where(
+                sa.or_(sync_runs.c.dataset_id.is_(None), sync_runs.c.dataset_id.not_in(excluded))
+            )
+        with self.engine.connect() as conn:
+            return [_record(row) for row in conn.execute(query)]
+
+    def record_received_run(
+        self,
+        *,
+        run_id: str,
+        source_id: str,
+        dataset_id: str,
+        origin: str,
+        committed_at: dt.datetime,
+        curated_path: str,
+        rows: int,
+    ) -> bool:
+        """Record a run a child node sent up as committed here; False if it was recorded
+        before (the same run, source and file: a replayed package).
+
+        Raises ``ValueError`` if the id is taken by another run, or the source is one of this
+        node's own (a received run must never mix with a local source's versions).
+        """
+        now = _now()
+        with begin_write(self.engine) as conn:
+            found = conn.execute(
+                sa.select(
+                    sync_runs.c.source_id, sync_runs.c.origin, sync_runs.c.curated_path
+                ).where(sync_runs.c.run_id == run_id)
+            ).one_or_none()
+            if found is not None:
+                if (found.source_id, found.origin, found.curated_path) != (
+                    source_id,
+                    origin,
+                    curated_path,
+                ):
+                    raise ValueError(f"run {run_id} is already recorded here as another run")
+                return False
+            local = conn.execute(
+                sa.select(sa.func.count())
+                .select_from(sync_runs)
+                .where(sync_runs.c.source_id == source_id, sync_runs.c.origin.is_(None))
+            ).scalar_one()
+            if local:
+                raise ValueError(
+                    f"source {source_id} is synced at this node: runs of it from node {origin} "
+                    "would mix with its own"
+                )
+            conn.execute(
+                sync_runs.insert().values(
+                    run_id=run_id,
+                    source_id=source_id,
+                    status=RunStatus.SUCCEEDED.value,
+                    full_refresh=False,
+                    started_at=committed_at,
+                    finished_at=now,
+                    rows_loaded=rows,
+                    curated_path=curated_path,
+                    licenses_published_at=now,  # its licenses travel in licenses packages
+                    origin=origin,
+                    dataset_id=dataset_id,
+                )
+            )
+        return True

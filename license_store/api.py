@@ -379,6 +379,10 @@ def create_app(
         finally:
             await _close_hot_path(app)
             _detach(app)
+            exchange_state = getattr(app.state, "exchange_state", None)
+            if exchange_state is not None:  # opened by the first dataset package received
+                app.state.exchange_state = None
+                exchange_state.close()
             if owned is not None:
                 app.state.store = None
                 owned.close()

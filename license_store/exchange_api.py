@@ -5,7 +5,9 @@ sender and a child of this node's region) sends one package per request: the Par
 body, the manifest base64url-encoded in the ``X-Govx-Manifest`` header. The API writes both to a
 private folder under ``$GOVX_HOME/inbox``, checks them (:func:`exchange.packages.read_package`:
 manifest, receiver, content hash, the sender's signature with the key this node trusts for it,
-rows) and applies the package (:func:`license_store.replication.apply_package`), then deletes
+rows) and applies the package -- license versions into the store
+(:func:`license_store.replication.apply_package`), a sync run's row versions into the lake and
+the exchange state (:func:`exchange.dataset_packages.apply_dataset_package`) -- then deletes
 the files. The answer:
 
 - 200 ``applied``, or ``duplicate`` for a package applied before (nothing changes);
@@ -33,9 +35,11 @@ from fastapi import APIRouter, Header, Request
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from exchange.dataset_packages import apply_dataset_package
 from exchange.nodes import NodeConfig, NodeError, load_node
 from exchange.packages import PackageRejected, read_package
 from exchange.standards.regions import parent_code
+from exchange.state import ExchangeState
 from license_store.errors import ConflictError
 from license_store.problems import ProblemError, problem_responses
 from license_store.replication import PackageInvalid, SequenceGap, apply_package
@@ -68,7 +72,10 @@ class PackageAck(BaseModel):
     status: str = Field(description="`applied`, or `duplicate` when it was applied before")
     sender: str = Field(description="the sending node's region code")
     seq: int = Field(description="the package's sequence number")
-    rows: int = Field(description="license versions applied (0 for a duplicate)")
+    kind: str = Field(default="licenses", description="`licenses` or `dataset`")
+    rows: int = Field(
+        description="license versions, or a dataset run's row versions, applied (0 for a duplicate)"
+    )
     licenses_changed: int = Field(description="licenses inserted or moved to a newer version")
 
 
@@ -89,6 +96,22 @@ def _this_node(request: Request) -> NodeConfig:
             ) from None
         request.app.state.node = node
     return node
+
+
+def _exchange_state(request: Request) -> ExchangeState:
+    """This node's exchange state (where received runs are recorded), opened once."""
+    state: ExchangeState | None = getattr(request.app.state, "exchange_state", None)
+    if state is None:
+        state = ExchangeState()
+        state.upgrade()
+        request.app.state.exchange_state = state
+    return state
+
+
+def _lake() -> Path:
+    from exchange.settings import lake_dir
+
+    return lake_dir()
 
 
 def _rejected(check: str, detail: str) -> ProblemError:
@@ -223,7 +246,7 @@ async def receive_package(
         await _receive(request, folder / f"{stem}.parquet", max_package_bytes())
         received = time.perf_counter()
         try:
-            _, table = await run_in_threadpool(
+            manifest, table = await run_in_threadpool(
                 read_package, manifest_path, receiver=node.region, public_key=public_key
             )
         except PackageRejected as error:
@@ -232,7 +255,18 @@ async def receive_package(
         store = request.app.state.store
         checked = time.perf_counter()
         try:
-            applied = await run_in_threadpool(apply_package, store, sender, seq, table)
+            if manifest.kind == "dataset":
+                applied = await run_in_threadpool(
+                    apply_dataset_package,
+                    store,
+                    _exchange_state(request),
+                    _lake(),
+                    sender,
+                    seq,
+                    table,
+                )
+            else:
+                applied = await run_in_threadpool(apply_package, store, sender, seq, table)
         except SequenceGap as gap:
             raise ProblemError(
                 409,
@@ -250,8 +284,9 @@ async def receive_package(
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     log.info(
-        "package %s from node %s: %s, %d versions; received in %.2f s, checked in %.2f s, "
+        "%s package %s from node %s: %s, %d rows; received in %.2f s, checked in %.2f s, "
         "applied in %.2f s",
+        manifest.kind,
         stem,
         sender,
         "duplicate" if applied.duplicate else "applied",
@@ -264,6 +299,7 @@ async def receive_package(
         status="duplicate" if applied.duplicate else "applied",
         sender=sender,
         seq=seq,
+        kind=manifest.kind,
         rows=applied.rows,
         licenses_changed=applied.licenses_changed,
     )

@@ -117,7 +117,8 @@ def exchange_gauges(store: LicenseStore | None, now: dt.datetime | None = None) 
         ),
         GaugeMetricFamily(
             "govx_exchange_outbox_rows",
-            "License versions in the packages waiting for the parent node",
+            "Changes (license versions, dataset row versions) in the packages waiting for the "
+            "parent node",
             value=backlog.rows,
         ),
         GaugeMetricFamily(

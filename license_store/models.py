@@ -14,7 +14,8 @@
 - ``signature_batches``: each Merkle batch of license versions a department signed (root,
   Ed25519 signature, key id); ``license_proofs``: every signed version's inclusion proof in its
   batch, see :mod:`license_store.signatures`.
-- ``exchange_outbox``: the packages this node made for its parent (version-id ranges), and
+- ``exchange_outbox``: the packages this node made for its parent (version-id ranges for
+  ``licenses`` packages, a committed sync run for ``dataset`` packages), and
   ``exchange_inbox``: the last package applied from each child, see
   :mod:`license_store.replication`.
 
@@ -224,8 +225,10 @@ license_proofs = Table(
 )
 
 # Replication between exchange nodes (see :mod:`license_store.replication`). The sender's plan:
-# package ``seq`` to its parent holds the versions with ``after_id < license_versions.id <=
-# through_id`` (shareable types only), so a package whose files were lost is made again, the same.
+# ``licenses`` package ``seq`` to its parent holds the versions with ``after_id <
+# license_versions.id <= through_id`` (shareable types only), so a package whose files were lost
+# is made again, the same; a ``dataset`` package holds the row versions file of sync run
+# ``run_id`` (its ``after_id = through_id`` carry the license watermark on).
 exchange_outbox = Table(
     "exchange_outbox",
     metadata,
@@ -236,7 +239,13 @@ exchange_outbox = Table(
     Column("rows", Integer, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("delivered_at", DateTime(timezone=True), nullable=True),
-    CheckConstraint("after_id < through_id", name="id_range"),
+    Column("kind", String(16), nullable=False, server_default="licenses"),
+    Column("run_id", String(64), nullable=True, unique=True),
+    CheckConstraint(
+        "(kind = 'licenses' AND after_id < through_id AND run_id IS NULL) OR "
+        "(kind = 'dataset' AND after_id = through_id AND run_id IS NOT NULL)",
+        name="id_range",
+    ),
 )
 
 # The receiver's side: the last package applied from each child node, written in the same

@@ -26,7 +26,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -71,11 +71,15 @@ __all__ = [
     "SequenceGap",
     "apply_package",
     "backlog",
+    "inbox_advance",
+    "inbox_expects",
     "inbox_positions",
     "mark_delivered",
     "outbox_entries",
     "package_rows",
+    "plan_dataset_packages",
     "plan_packages",
+    "planned_runs",
 ]
 
 log = logging.getLogger("govexchange.replication")
@@ -140,6 +144,9 @@ class OutboxEntry:
     rows: int
     created_at: dt.datetime
     delivered_at: dt.datetime | None
+    kind: str = "licenses"
+    run_id: str | None = None
+    """The sync run a ``dataset`` package carries."""
 
 
 @dataclass(frozen=True)
@@ -171,6 +178,8 @@ def _entry(row: Any) -> OutboxEntry:
         rows=row.rows,
         created_at=_aware(row.created_at),  # type: ignore[arg-type]
         delivered_at=_aware(row.delivered_at),
+        kind=row.kind,
+        run_id=row.run_id,
     )
 
 
@@ -184,6 +193,68 @@ def _written_through(conn: Connection) -> int:
     if conn.dialect.name == "postgresql":
         conn.exec_driver_sql("LOCK TABLE license_versions IN SHARE MODE")
     return conn.execute(select(func.coalesce(func.max(license_versions.c.id), 0))).scalar_one()
+
+
+def _outbox_position(conn: Connection) -> tuple[int, int]:
+    """The last planned package's number and the license watermark (the highest version id
+    planned), with the plan locked against a concurrent planner until the transaction ends."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("LOCK TABLE exchange_outbox IN SHARE ROW EXCLUSIVE MODE")
+    seq, through = conn.execute(
+        select(
+            func.coalesce(func.max(exchange_outbox.c.seq), 0),
+            func.coalesce(func.max(exchange_outbox.c.through_id), 0),
+        )
+    ).one()
+    return int(seq), int(through)
+
+
+def planned_runs(store: LicenseStore) -> set[str]:
+    """The sync runs planned in a ``dataset`` package already (each goes once)."""
+    with store._reading() as conn:
+        return set(
+            conn.execute(
+                select(exchange_outbox.c.run_id).where(exchange_outbox.c.run_id.is_not(None))
+            ).scalars()
+        )
+
+
+def plan_dataset_packages(
+    store: LicenseStore, receiver: str, runs: Sequence[tuple[str, int]]
+) -> list[OutboxEntry]:
+    """Plan a ``dataset`` package for each committed sync run of ``runs`` (run id, row
+    versions) not planned before, in the order given; returns the new entries."""
+    planned: list[OutboxEntry] = []
+    if not runs:
+        return planned
+    with store._writing() as conn:
+        seq, through = _outbox_position(conn)
+        known = set(
+            conn.execute(
+                select(exchange_outbox.c.run_id).where(exchange_outbox.c.run_id.is_not(None))
+            ).scalars()
+        )
+        now = dt.datetime.now(dt.UTC)
+        for run_id, rows in runs:
+            if run_id in known:
+                continue
+            seq += 1
+            entry = OutboxEntry(seq, receiver, through, through, rows, now, None, "dataset", run_id)
+            conn.execute(
+                exchange_outbox.insert().values(
+                    seq=seq,
+                    receiver=receiver,
+                    after_id=through,
+                    through_id=through,
+                    rows=rows,
+                    created_at=now,
+                    kind="dataset",
+                    run_id=run_id,
+                )
+            )
+            known.add(run_id)
+            planned.append(entry)
+    return planned
 
 
 def _shareable(statement: Any, excluded_types: Collection[str]) -> Any:
@@ -209,12 +280,7 @@ def plan_packages(
         raise ValueError(f"a package holds at least one row, got max_rows={max_rows}")
     planned: list[OutboxEntry] = []
     with store._writing() as conn:
-        last = conn.execute(
-            select(exchange_outbox.c.seq, exchange_outbox.c.through_id)
-            .order_by(exchange_outbox.c.seq.desc())
-            .limit(1)
-        ).first()
-        seq, after = (last.seq, last.through_id) if last is not None else (0, 0)
+        seq, after = _outbox_position(conn)
         ceiling = _written_through(conn)
         now = dt.datetime.now(dt.UTC)
         while after < ceiling:
@@ -516,6 +582,48 @@ def _inbox_position(conn: Connection, sender: str) -> int:
     ).scalar_one()
 
 
+def inbox_expects(store: LicenseStore, sender: str, seq: int) -> bool:
+    """Whether package ``seq`` from ``sender`` is the next one to apply: False if it was
+    applied before (a replay); :class:`SequenceGap` if it would leave a gap."""
+    with store._reading() as conn:
+        last = conn.execute(
+            select(exchange_inbox.c.last_seq).where(exchange_inbox.c.sender == sender)
+        ).scalar()
+    last = last or 0
+    if seq <= last:
+        return False
+    if seq != last + 1:
+        raise SequenceGap(sender, seq, last + 1)
+    return True
+
+
+def inbox_advance(store: LicenseStore, sender: str, seq: int, rows: int) -> bool:
+    """Record package ``seq`` from ``sender`` as applied, if it is the next one (for packages
+    applied outside the store: a ``dataset`` package's run). False if another delivery of it
+    got there first; :class:`SequenceGap` if it would leave a gap."""
+    with store._writing() as conn:
+        last = _inbox_position(conn, sender)
+        if seq <= last:
+            return False
+        if seq != last + 1:
+            raise SequenceGap(sender, seq, last + 1)
+        _record_applied(conn, sender, seq, rows)
+    return True
+
+
+def _record_applied(conn: Connection, sender: str, seq: int, rows: int) -> None:
+    """Package ``seq`` from ``sender`` is the last applied (in the applying transaction)."""
+    conn.execute(
+        exchange_inbox.update()
+        .where(exchange_inbox.c.sender == sender)
+        .values(
+            last_seq=seq,
+            rows=exchange_inbox.c.rows + rows,
+            applied_at=dt.datetime.now(dt.UTC),
+        )
+    )
+
+
 def apply_package(store: LicenseStore, sender: str, seq: int, table: pa.Table) -> AppliedPackage:
     """Apply package ``seq`` from node ``sender`` (already checked: see
     :func:`exchange.packages.read_package`) in one transaction.
@@ -536,15 +644,7 @@ def apply_package(store: LicenseStore, sender: str, seq: int, table: pa.Table) -
         if seq != last + 1:
             raise SequenceGap(sender, seq, last + 1)
         changed = _merge(conn, table, where) if table.num_rows else 0
-        conn.execute(
-            exchange_inbox.update()
-            .where(exchange_inbox.c.sender == sender)
-            .values(
-                last_seq=seq,
-                rows=exchange_inbox.c.rows + table.num_rows,
-                applied_at=dt.datetime.now(dt.UTC),
-            )
-        )
+        _record_applied(conn, sender, seq, table.num_rows)
     log.debug(
         "applied package %s: %d versions, %d licenses new or newer",
         where,

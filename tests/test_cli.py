@@ -102,7 +102,12 @@ def test_demo_without_airflow_shows_the_sample_applicant(isolated_govx_home: Pat
     # the last step: five nodes on loopback ports; a Chikan mother found from Chancheng
     assert "five-node exchange on loopback ports" in output
     for node, parent in (("440604", "440600"), ("440802", "440800"), ("440800", "440000")):
-        assert f"govx exchange push at {node}: 1 packages delivered to {parent}" in output
+        assert f"govx exchange push at {node}: 2 packages delivered to {parent}" in output
+    assert re.search(
+        r"curated datasets received at 440000: .*chikan_birth_certificates 200 rows "
+        r"\(from 440802\)",
+        output,
+    ), output
     assert re.search(r"440000 广东省\s+http://127\.0\.0\.1:\d+\s+-\s+\d", output), output
     assert re.search(r"440802 赤坎区\s+\S+\s+440800\s+577\s+200", output), output
     assert re.search(

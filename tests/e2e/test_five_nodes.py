@@ -53,6 +53,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import NullPool
 
+from exchange.config import load_deployment
+from exchange.curated import KEY, CuratedDataset
 from exchange.demo.chikan import BIRTH_MATERIAL_MATTER, CHIKAN_SOURCE, SCREENING_TYPE_CONFIG
 from exchange.network import (
     CHANCHENG,
@@ -64,6 +66,8 @@ from exchange.network import (
 )
 from exchange.packages import Manifest, package_paths
 from exchange.standards import mask_id
+from exchange.standards.regions import parent_code
+from exchange.state import ExchangeState
 from license_store.signing import KeyRing, key_id
 
 CONFIG = Path(__file__).resolve().parents[2] / "config"
@@ -81,6 +85,7 @@ SYNCED = {  # the sources synced at each node (the province's own would only add
     CHIKAN: (CHIKAN_SOURCE,),
 }
 TABLES = ("licenses", "license_versions")
+WITHHELD = {"screening_no", "screened_on", "screening_result"}  # feed only the screening report
 
 
 @dataclass
@@ -215,6 +220,40 @@ def _problem(response: requests.Response) -> tuple[int, str, str]:
     return response.status_code, body.get("code", ""), body.get("field") or ""
 
 
+def _ancestors(region: str) -> list[str]:
+    found, code = [], parent_code(region)
+    while code is not None:
+        found.append(code)
+        code = parent_code(code)
+    return found
+
+
+def _without(row: dict[str, Any], columns: set[str]) -> dict[str, Any]:
+    return {name: value for name, value in row.items() if name not in columns}
+
+
+def _dataset_rows(
+    net: FiveNodeNetwork, region: str, *, own_only: bool = False
+) -> dict[tuple[str, str, str], dict[str, Any]]:
+    """The live rows of every curated dataset at a node, by (dataset, source, key): its own
+    sources' (``own_only``), or with those it received from its children."""
+    node = net.node(region)
+    deployment = load_deployment(node.config)
+    found: dict[tuple[str, str, str], dict[str, Any]] = {}
+    with ExchangeState(node.db_url) as state:
+        dataset_ids = {d.id for d in deployment.datasets} | set(state.received_sources().values())
+        for dataset_id in sorted(dataset_ids):
+            curated = CuratedDataset(dataset_id, deployment.sources, state, node.home / "lake")
+            if own_only:
+                curated.received = []
+            for row in curated.rows().to_pylist():
+                if row.get(KEY) is None:
+                    continue
+                key = (dataset_id, row["_govx_source_id"], row[KEY])
+                found[key] = {k: v for k, v in row.items() if v is not None}
+    return found
+
+
 def _chikan_holder(stores: Stores) -> str:
     """A mother of a Chikan birth of whom no other department knows anything."""
     holder_id, source = stores.column("holder_id"), stores.column("source_id")
@@ -245,10 +284,15 @@ def test_department_data_enters_at_the_node_of_its_region(scenario: Scenario) ->
     screenings = [row for row in chikan if row[type_code] == SCREENING]
     assert len(screenings) == CHIKAN_BIRTHS
     assert len(chikan) - len(screenings) > 1.8 * CHIKAN_BIRTHS  # mothers' and most fathers'
-    scenario.collect_packages()  # the syncs packaged for the parents
-    assert sorted(p.name for p in scenario.packages.glob("*/*.json")) == [
-        f"{region}-000000000001.json" for region in sorted((CHANCHENG, CHIKAN, FOSHAN))
+    scenario.collect_packages()  # the syncs packaged for the parents: licenses, then the run
+    made = sorted(scenario.packages.glob("*/*.json"))
+    assert [p.name for p in made] == [
+        f"{region}-{seq:012d}.json"
+        for region in sorted((CHANCHENG, CHIKAN, FOSHAN))
+        for seq in (1, 2)
     ]
+    kinds = [json.loads(p.read_text(encoding="utf-8"))["kind"] for p in made]
+    assert kinds == ["licenses", "dataset"] * 3
 
 
 def test_a_parent_killed_mid_delivery_gets_the_package_after_restart(scenario: Scenario) -> None:
@@ -272,14 +316,14 @@ def test_a_parent_killed_mid_delivery_gets_the_package_after_restart(scenario: S
     net.kill(ZHANJIANG)  # while it checks and applies the package
     stdout, stderr = push.communicate(timeout=60)
     assert push.returncode == 1, stdout + stderr
-    assert "1 packages still waiting" in stderr and "440800" in stderr, stderr
+    assert "2 packages still waiting" in stderr and "440800" in stderr, stderr
     # all or nothing: the transaction died with the server (or had just committed)
     at_kill = net.rows(ZHANJIANG, "licenses")
     assert at_kill in ([], sorted(expected["licenses"]))
 
     net.restart(ZHANJIANG)
     result = net.push(CHIKAN)
-    assert "1 packages delivered to 440800" in result.stdout, result
+    assert "2 packages delivered to 440800" in result.stdout, result
     if at_kill:
         assert "1 of them already there" in result.stdout, result
     for table in TABLES:
@@ -308,26 +352,30 @@ def test_a_child_killed_mid_packaging_packages_again(scenario: Scenario) -> None
         packaging.communicate(timeout=30)
         assert packaging.returncode == -signal.SIGKILL
         with engine.connect() as conn:
-            assert conn.execute(outbox_rows).scalar_one() == 1  # the plan is kept
+            kept = conn.execute(outbox_rows).scalar_one()  # the plan is kept
     finally:
         engine.dispose()
+    assert kept in (1, 2)  # the licenses package, and maybe already Chikan's run
     assert not manifest_path.exists()  # no finished package: nothing can be sent half-made
 
     result = net.package(ZHANJIANG)  # makes the lost files again, from the plan
-    assert "1 packages written" in result.stdout, result
-    assert "0 new, 1 made again from their plans" in result.stdout, result
+    assert "2 packages written" in result.stdout, result
+    assert f"{2 - kept} new, {kept} made again from their plans" in result.stdout, result
     scenario.collect_packages()
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    assert manifest["seq"] == 1
+    assert manifest["seq"] == 1 and manifest["kind"] == "licenses"
     assert manifest["rows"] == len(net.rows(ZHANJIANG, "license_versions"))
+    run_manifest = json.loads(
+        package_paths(zhanjiang.outbox, ZHANJIANG, 2)[1].read_text(encoding="utf-8")
+    )
+    assert run_manifest["kind"] == "dataset"  # Chikan's run, forwarded
     assert sorted(p.name for p in zhanjiang.outbox.iterdir()) == sorted(
-        [manifest_path.name, manifest_path.with_suffix(".parquet").name]
+        f"{ZHANJIANG}-{seq:012d}.{suffix}" for seq in (1, 2) for suffix in ("json", "parquet")
     )  # the crash's leftovers are gone
 
     result = net.push(ZHANJIANG)
-    assert f"1 packages delivered to 440000 ({manifest['rows']:,} license versions)" in (
-        result.stdout
-    ), result
+    changes = manifest["rows"] + run_manifest["rows"]
+    assert f"2 packages delivered to 440000 ({changes:,} changes)" in result.stdout, result
     stores = Stores(net)
     for table in TABLES:
         wanted = stores.own(PROVINCE, table) | set(stores.rows(ZHANJIANG, table))
@@ -337,7 +385,7 @@ def test_a_child_killed_mid_packaging_packages_again(scenario: Scenario) -> None
 def test_tampered_and_replayed_packages_change_nothing(scenario: Scenario) -> None:
     net = scenario.net
     net.push(CHANCHENG)
-    net.package(FOSHAN)  # Foshan's package 2: what it applied from Chancheng
+    net.package(FOSHAN)  # Foshan's packages 3 and 4: what it applied from Chancheng
     scenario.collect_packages()
     before = {(r, t): net.rows(r, t) for r in (PROVINCE, ZHANJIANG) for t in TABLES}
     data, manifest = _package(scenario, FOSHAN, 1)
@@ -371,6 +419,7 @@ def test_tampered_and_replayed_packages_change_nothing(scenario: Scenario) -> No
         "status": "duplicate",
         "sender": CHIKAN,
         "seq": 1,
+        "kind": "licenses",
         "rows": 0,
         "licenses_changed": 0,
     }
@@ -389,28 +438,28 @@ def test_tampered_and_replayed_packages_change_nothing(scenario: Scenario) -> No
 def test_packages_delivered_twice_and_out_of_order(scenario: Scenario) -> None:
     net = scenario.net
     before = net.rows(PROVINCE, "licenses")
-    first, second = _package(scenario, FOSHAN, 1), _package(scenario, FOSHAN, 2)
+    packages = [_package(scenario, FOSHAN, seq) for seq in (1, 2, 3, 4)]
+    first = packages[0]
+    assert [m["kind"] for _, m in packages] == ["licenses", "dataset"] * 2
 
-    gap = net.post_package(FOSHAN, *second)
+    gap = net.post_package(FOSHAN, *packages[1])
     assert _problem(gap)[:2] == (409, "sequence_gap"), gap.text
     assert gap.json()["expected_seq"] == 1 and gap.headers["X-Govx-Expected-Seq"] == "1"
     assert net.rows(PROVINCE, "licenses") == before
 
-    answers = [net.post_package(FOSHAN, *package) for package in (first, first, second, second)]
+    answers = [net.post_package(FOSHAN, *package) for package in packages for _ in (1, 2)]
     assert [(a.status_code, a.json()["status"], a.json()["seq"]) for a in answers] == [
-        (200, "applied", 1),
-        (200, "duplicate", 1),
-        (200, "applied", 2),
-        (200, "duplicate", 2),
+        (200, status, seq) for seq in (1, 2, 3, 4) for status in ("applied", "duplicate")
     ]
     assert answers[0].json()["rows"] == first[1]["rows"] and answers[1].json()["rows"] == 0
+    assert answers[2].json()["rows"] == packages[1][1]["rows"]  # a run's row versions
     after = net.rows(PROVINCE, "licenses")
     assert net.post_package(FOSHAN, *first).json()["status"] == "duplicate"
     assert net.rows(PROVINCE, "licenses") == after
 
-    # Foshan never heard the acknowledgements: its push sends both again, as duplicates
+    # Foshan never heard the acknowledgements: its push sends all again, as duplicates
     result = net.push(FOSHAN)
-    assert "2 packages delivered to 440000 (0 license versions), 2 of them already there" in (
+    assert "4 packages delivered to 440000 (0 changes), 4 of them already there" in (
         result.stdout
     ), result
     assert net.rows(PROVINCE, "licenses") == after
@@ -430,6 +479,23 @@ def test_the_end_state_equals_a_fault_free_run_row_by_row(scenario: Scenario) ->
         # the province: the exact union of every node's shareable rows
         union = set().union(*(stores.shareable(stores.rows(r, table), table) for r in net.nodes))
         assert stores.rows(PROVINCE, table) == sorted(union), table
+    # the curated datasets: each node holds its own runs and its descendants', the screening
+    # columns of Chikan's left behind
+    own = {r: _dataset_rows(net, r, own_only=True) for r in net.nodes}
+    for region in net.nodes:
+        expected = {key: _without(row, WITHHELD) for key, row in own[region].items()}
+        for descendant in net.nodes:
+            if descendant != region and region in _ancestors(descendant):
+                expected |= {k: _without(row, WITHHELD) for k, row in own[descendant].items()}
+        held = _dataset_rows(net, region)
+        if region == CHIKAN:
+            expected = own[region]
+        assert held.keys() == expected.keys(), region
+        # compared row by row, naming only the keys that differ (the rows hold personal data)
+        assert [key for key, row in held.items() if row != expected[key]] == [], region
+    listed = net.govx(PROVINCE, "datasets", "list").stdout
+    assert "chikan_birth_certificates" in listed and f"{CHIKAN_BIRTHS:,}" in listed, listed
+    assert len(own[CHIKAN]) == CHIKAN_BIRTHS and set(next(iter(own[CHIKAN].values()))) >= WITHHELD
     counts = {region: net.license_count(region) for region in net.nodes}
     assert counts[PROVINCE] == (
         counts[FOSHAN] + counts[ZHANJIANG] + len(stores.own(PROVINCE, "licenses"))
@@ -506,16 +572,23 @@ def test_a_not_shared_type_never_leaves_chikan(scenario: Scenario) -> None:
         ]
         for path in copied:
             table = pq.read_table(path)
-            assert not bases & set(table.column("license_base").to_pylist()), path.name
-            for content in table.column("content").to_pylist():
-                assert json.loads(content)["type_code"] != SCREENING, path.name
+            manifest = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+            if manifest["kind"] == "licenses":
+                assert not bases & set(table.column("license_base").to_pylist()), path.name
+                for content in table.column("content").to_pylist():
+                    assert json.loads(content)["type_code"] != SCREENING, path.name
+            else:  # a run of a shared dataset: the screening columns stayed at Chikan
+                assert not WITHHELD & set(table.schema.names), path.name
             assert not leaks(json.dumps(table.to_pylist(), default=str)), path.name
 
-    # no other node's store has one
+    # no other node's store or lake has one
     for region in (CHANCHENG, FOSHAN, ZHANJIANG, PROVINCE):
         assert not any(row[kind] == SCREENING for row in stores.rows(region)), region
         for table in TABLES:
             assert not leaks(json.dumps(stores.rows(region, table), default=str)), region
+        for path in (net.node(region).home / "lake" / "curated").rglob("*.parquet"):
+            rows = pq.read_table(path).to_pylist()
+            assert not leaks(json.dumps(rows, default=str)), (region, path.name)
 
     # the Chikan health bureau's own window sees it; no other node answers with it
     holder = _chikan_holder(stores)

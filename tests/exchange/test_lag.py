@@ -69,18 +69,18 @@ def test_the_summary_says_what_waits_and_which_limit_it_crossed() -> None:
     limits = LagLimits()
     yellow = assess(waiting(3, 1204, 17 * 60), limits, NOW)
     assert yellow.summary == (
-        "3 packages (1,204 license versions) waiting, the oldest for 17 min; "
+        "3 packages (1,204 changes) waiting, the oldest for 17 min; "
         "yellow from 10 packages or 15 min"
     )
     red = assess(waiting(120, 2_400_000, 2 * 3600 + 600), limits, NOW)
     assert red.summary == (
-        "120 packages (2,400,000 license versions) waiting, the oldest for 2 h 10 min; "
+        "120 packages (2,400,000 changes) waiting, the oldest for 2 h 10 min; "
         "red from 100 packages or 1 h"
     )
     one = assess(waiting(1, 1, 42), limits, NOW)
     assert (one.level, one.summary) == (
         "green",
-        "1 package (1 license version) waiting, the oldest for 42 s",
+        "1 package (1 change) waiting, the oldest for 42 s",
     )
     assert assess(waiting(0), limits, NOW).summary == "nothing waiting"
     delivered = assess(waiting(0, delivered_s=300), limits, NOW)

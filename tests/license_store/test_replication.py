@@ -21,10 +21,15 @@ from license_store.replication import (
     PACKAGE_SCHEMA,
     SequenceGap,
     apply_package,
+    inbox_advance,
+    inbox_expects,
+    inbox_positions,
     mark_delivered,
     outbox_entries,
     package_rows,
+    plan_dataset_packages,
     plan_packages,
+    planned_runs,
 )
 
 CHILD, PARENT = "440604", "440600"
@@ -216,3 +221,39 @@ def test_unreadable_content_is_refused(
     with pytest.raises(Exception, match="row 0's content does not match its content hash"):
         apply_package(parent_store, CHILD, 1, broken)
     assert table_rows(parent_store, licenses) == []
+
+
+def test_dataset_plans_share_the_series_and_keep_the_license_watermark(
+    signing_store: LicenseStore, parent_store: LicenseStore, make_record: Any
+) -> None:
+    signing_store.upsert([make_record(n) for n in range(4)])
+    (first,) = plan_packages(signing_store, PARENT)
+    runs = [("20261129T010000000000Z-0000000a", 7), ("20261129T020000000000Z-0000000b", 0)]
+    planned = plan_dataset_packages(signing_store, PARENT, runs)
+    assert [(e.seq, e.kind, e.run_id, e.rows) for e in planned] == [
+        (2, "dataset", runs[0][0], 7),
+        (3, "dataset", runs[1][0], 0),
+    ]
+    assert planned[0].after_id == planned[0].through_id == first.through_id
+    assert plan_dataset_packages(signing_store, PARENT, runs) == []  # a run goes once
+    assert planned_runs(signing_store) == {runs[0][0], runs[1][0]}
+    # the next licenses package starts where the first ended: no version skipped or repeated
+    signing_store.upsert([make_record(n) for n in range(4, 6)])
+    (after,) = plan_packages(signing_store, PARENT)
+    assert (after.seq, after.after_id, after.rows) == (4, first.through_id, 2)
+    assert [e.kind for e in outbox_entries(signing_store)] == [
+        "licenses",
+        "dataset",
+        "dataset",
+        "licenses",
+    ]
+    # the receiver's series counts every kind: a licenses package after two runs' is number 4
+    apply_package(parent_store, CHILD, 1, package_rows(signing_store, first))
+    with pytest.raises(SequenceGap) as gap:
+        apply_package(parent_store, CHILD, 4, package_rows(signing_store, after))
+    assert gap.value.expected == 2
+    assert inbox_expects(parent_store, CHILD, 2) and not inbox_expects(parent_store, CHILD, 1)
+    assert inbox_advance(parent_store, CHILD, 2, 7) and not inbox_advance(parent_store, CHILD, 2, 7)
+    assert inbox_advance(parent_store, CHILD, 3, 0)
+    assert not apply_package(parent_store, CHILD, 4, package_rows(signing_store, after)).duplicate
+    assert [(p.last_seq, p.rows) for p in inbox_positions(parent_store)] == [(4, 4 + 7 + 2)]

@@ -16,7 +16,7 @@ from quality.history import source_cards
 def test_state_migrations_create_source_cards_matching_the_model(tmp_path: Path) -> None:
     with ExchangeState(f"sqlite:///{tmp_path / 'exchange.db'}") as state:
         state.upgrade()
-        assert MIGRATIONS.current_revision(state.engine) == "0005"
+        assert MIGRATIONS.current_revision(state.engine) == "0006"
         assert source_cards.name in sa.inspect(state.engine).get_table_names()
         with state.engine.connect() as conn:
             options = {"compare_type": True, "version_table": MIGRATIONS.version_table}
