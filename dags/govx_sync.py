@@ -8,6 +8,14 @@ imports); each task is one call into :mod:`exchange.sync`. ``land`` extracts and
 
 A source with ``deletes.snapshot_schedule`` also gets a ``snapshot__<source_id>`` DAG: the same
 tasks as a full refresh on that schedule, so keys the source no longer returns are deleted.
+
+``land`` is the only task that reads the department's system: it runs in the system's pool
+``dept__<connection>`` (``govx pools --create``), which bounds the extractions all DAGs and
+backfills run against one department database at once. One run per DAG at a time
+(``max_active_runs=1``); Airflow retries a failed task with exponential backoff, except when the
+run failed for a reason retrying cannot fix. Runs are driven by the source's cursor, not by the
+data interval: a run of any logical date (scheduled, triggered, backfilled) syncs what changed
+since the last committed run.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from typing import TYPE_CHECKING
 from airflow.sdk import Asset, Param, dag, get_current_context, task
 
 from exchange.config import SourceConfig, load_deployment
+from exchange.scheduler import pool_name
 
 if TYPE_CHECKING:
     from airflow.sdk import DAG
@@ -75,13 +84,14 @@ def build_sync_dag(source: SourceConfig, *, snapshot: bool = False) -> DAG:
         default_args={
             "retries": 2,
             "retry_delay": dt.timedelta(seconds=30),
-            "retry_exponential_backoff": True,
+            # Airflow 3 reads a multiplier here: True would be 1.0, a constant delay
+            "retry_exponential_backoff": 2.0,  # 30-60 s, then 60-120 s (jittered), at most 10 min
             "max_retry_delay": dt.timedelta(minutes=10),
         },
         doc_md=__doc__,
     )
     def sync_source() -> None:
-        @task
+        @task(pool=pool_name(source.connection))
         def land() -> str:
             from exchange.sync import land as land_run
 

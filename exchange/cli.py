@@ -153,6 +153,38 @@ def db_upgrade() -> None:
         console.print(f"license store:  {store.url} [green]current[/]")
 
 
+@app.command()
+def pools(
+    create: Annotated[
+        bool, typer.Option("--create", help="Create the pools Airflow lacks (slots kept).")
+    ] = False,
+) -> None:
+    """The Airflow pool of each department system; --create adds the missing ones."""
+    from exchange.scheduler import create_missing_pools, department_pools
+
+    try:
+        needed = department_pools(_deployment())
+    except ValueError as error:
+        raise _fail(str(error)) from None
+    table = Table("pool", "slots", "department", "DAGs whose land task it bounds", box=box.SIMPLE)
+    for pool in needed:
+        table.add_row(pool.name, str(pool.slots), pool.department, ", ".join(pool.sources))
+    console.print(table)
+    if create:
+        from exchange.scheduler import (
+            AirflowCommandFailed,
+            use_embedded_airflow_unless_configured,
+        )
+
+        use_embedded_airflow_unless_configured()
+        try:
+            created = create_missing_pools(needed)
+        except AirflowCommandFailed as error:
+            raise _fail(str(error)) from None
+        names = ", ".join(pool.name for pool in created) or "none (all exist; slots kept)"
+        console.print(f"created in Airflow: {names}")
+
+
 def _run_with_progress(source_id: str, full_refresh: bool):
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 

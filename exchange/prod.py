@@ -11,10 +11,11 @@ log and pid file under ``$GOVX_HOME/prod``:
 - the intake API, ``govx serve --workers GOVX_PROD_API_WORKERS``, on the license store's
   PostgreSQL database.
 
-Before that it creates the PostgreSQL databases that are missing, runs ``govx db upgrade`` and
-``airflow db migrate``. ``python -m exchange.prod down`` (``make prod-down``) stops every process
-group it started (SIGTERM, then SIGKILL after a grace period) and checks none is left;
-``--drop-data`` also drops the databases, flushes the Redis database and removes the state.
+Before that it creates the PostgreSQL databases that are missing, runs ``govx db upgrade``,
+``airflow db migrate`` and ``govx pools --create`` (one Airflow pool per department system).
+``python -m exchange.prod down`` (``make prod-down``) stops every process group it started
+(SIGTERM, then SIGKILL after a grace period) and checks none is left; ``--drop-data``
+also drops the databases, flushes the Redis database and removes the state.
 
 Everything is configured through environment variables, read from an env file
 (``config/prod.env.example`` is the documented template; the environment wins over the file).
@@ -199,6 +200,7 @@ def process_env(profile: Profile) -> dict[str, str]:
     )
     env.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(REPO / "dags"))
     env.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+    env.setdefault("GOVX_LOG_FORMAT", "json")  # govx serve's and govx's logs, for a log shipper
     env.setdefault("AWS_ACCESS_KEY_ID", "govx")
     env.setdefault("AWS_SECRET_ACCESS_KEY", "govx-secret")
     env.setdefault("AWS_DEFAULT_REGION", "us-east-1")
@@ -500,6 +502,9 @@ def up(profile: Profile, echo=print) -> dict[str, object]:
     echo("govx db upgrade: exchange state and license store migrated")
     _run([str(BIN / "airflow"), "db", "migrate"], env, "airflow db migrate", setup_log)
     echo("airflow db migrate: metadata database migrated")
+    # before the scheduler: a land task in a pool Airflow lacks would never be scheduled
+    _run([str(BIN / "govx"), "pools", "--create"], env, "govx pools --create", setup_log)
+    echo("govx pools --create: one Airflow pool per department system")
 
     commands = _commands(profile)
     try:
