@@ -124,6 +124,13 @@ def _worker(spec: ServerSpec, sock: socket.socket, ready: Event) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     import uvicorn
 
+    from exchange.logs import configure_logging
+
+    # A spawned process starts without logging: the API's own records go through the masked
+    # handler, as the supervisor's do. Its per-lookup lines are an access log of their own:
+    # without the access log (a bench), only warnings.
+    configure_logging(spec.log_level.upper() if spec.access_log else "WARNING")
+
     class Server(uvicorn.Server):
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
             await super().startup(sockets)  # the lifespan, then listen on ``sockets``
