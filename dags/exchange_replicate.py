@@ -36,7 +36,8 @@ LICENSES = Asset("govx://licenses")
     default_args={
         "retries": 3,
         "retry_delay": dt.timedelta(minutes=1),
-        "retry_exponential_backoff": True,
+        # a multiplier in Airflow 3 (True meant 1.0, a constant delay): 1-2 min, 2-4 min, ...
+        "retry_exponential_backoff": 2.0,
         "max_retry_delay": dt.timedelta(minutes=10),
     },
     doc_md=__doc__,
