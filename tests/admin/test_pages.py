@@ -336,7 +336,7 @@ def test_a_city_node_shows_its_backlog_and_its_county(
     assert card_colour(section) == "red"
     assert "佛山市 440600，上级节点 440000" in section
     assert (
-        "2 packages (3 license versions) waiting, the oldest for 2 h; red from 100 packages or 1 h"
+        "2 packages (3 changes) waiting, the oldest for 2 h; red from 100 packages or 1 h"
         in section
     )
     outbox = re.search(r'<table id="outbox">.*?</table>', section, re.S).group(0)
