@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 CHROMIUM := /usr/bin/chromium
 CJK_FONT := /usr/share/fonts/truetype/wqy/wqy-zenhei.ttc
 
-.PHONY: demo test lint install browser wrk bench clean prod-up prod-down
+.PHONY: demo test test-prod lint install browser wrk bench clean prod-up prod-down
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -70,6 +70,11 @@ PROD_STAMP := $(VENV)/.installed-prod
 $(PROD_STAMP): $(STAMP)
 	$(BIN)/uv pip install --quiet --python $(BIN)/python -c constraints.txt -e '.[dev,prod]'
 	touch $(PROD_STAMP)
+
+# The production profile's own test (tests/prod, marker `prod`, ~4 min): CI runs it after
+# `make test`, as a stage of its own; a plain `pytest` skips it.
+test-prod: $(PROD_STAMP)
+	$(BIN)/pytest -m prod tests/prod
 
 prod-up: $(PROD_STAMP)
 	$(BIN)/python -m exchange.prod up
