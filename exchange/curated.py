@@ -23,6 +23,11 @@ like the node's own.
 DuckDB answers the questions: the current rows of a dataset (the latest version of each key,
 deletions dropped), the rows as the exchange knew them at any past instant (only runs committed
 by then), and the history of one key.
+
+The lake is a local directory or an object store (:mod:`exchange.lakefs`). Locally a row
+versions file is written under a hidden ``.partial`` name and renamed into place; on an object
+store DuckDB writes it straight to its key (through the registered fsspec filesystem), one
+whole object. DuckDB's temporary files and the staged rows stay on local disk either way.
 """
 
 from __future__ import annotations
@@ -30,17 +35,16 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
-import os
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from exchange.config import SourceConfig
+from exchange.lakefs import Lake, Location, join, parquet_file
 from exchange.state import ExchangeState, RunRecord
 
 __all__ = [
@@ -73,12 +77,9 @@ class SnapshotRefused(RuntimeError):
     """A key snapshot would delete more of a dataset than the source allows."""
 
 
-def curated_dir(dataset_id: str, source_id: str, lake: Path | None = None) -> Path:
-    if lake is None:
-        from exchange.settings import lake_dir
-
-        lake = lake_dir()
-    return Path(lake) / "curated" / dataset_id / source_id
+def curated_dir(dataset_id: str, source_id: str, lake: Lake | Location | None = None) -> Location:
+    """A source's folder of row versions files: a ``Path`` locally, a URL on an object store."""
+    return Lake.of(lake).location("curated", dataset_id, source_id)
 
 
 def _ident(name: str) -> str:
@@ -107,18 +108,11 @@ def _hash_expr(columns: Sequence[str]) -> str:
     return f"md5(CAST(to_json(struct_pack({fields})) AS VARCHAR))"
 
 
-def _connect(lake: Path) -> duckdb.DuckDBPyConnection:
-    tmp = Path(lake) / "tmp" / "duckdb"
-    tmp.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(config={"temp_directory": str(tmp), "preserve_insertion_order": True})
-    return con
-
-
 @dataclass
 class MergeResult:
-    """What merging one run changed in its curated dataset."""
+    """What merging one run changed in its curated dataset (``path``: the file to commit)."""
 
-    path: Path | None
+    path: Location | None
     changes: dict[str, int] = field(
         default_factory=lambda: {"new": 0, "changed": 0, "deleted": 0, "unchanged": 0}
     )
@@ -136,18 +130,15 @@ class RunMerge:
         source: SourceConfig,
         run: RunRecord,
         committed: Sequence[RunRecord],
-        lake: Path | None = None,
+        lake: Lake | Location | None = None,
     ) -> None:
-        if lake is None:
-            from exchange.settings import lake_dir
-
-            lake = lake_dir()
-        self.lake = Path(lake)
+        self.lake = Lake.of(lake)
         self.source = source
         self.run = run
         self.committed_files = [r.curated_path for r in committed if r.curated_path]
         self.folder = curated_dir(source.dataset, source.id, self.lake)
-        self._staging = self.lake / "tmp" / "staging" / f"{run.run_id}-{uuid.uuid4().hex[:8]}"
+        # staged on local disk whatever the lake: DuckDB reads it back once, in finish()
+        self._staging = self.lake.scratch / "staging" / f"{run.run_id}-{uuid.uuid4().hex[:8]}"
         self._writer: pq.ParquetWriter | None = None
         self._rows = 0
         self._columns: list[str] | None = None
@@ -184,7 +175,7 @@ class RunMerge:
             f"QUALIFY row_number() OVER (PARTITION BY {KEY} ORDER BY {RUN} DESC) = 1"
         )
 
-    def finish(self, landed_files: Sequence[Path] = ()) -> MergeResult:
+    def finish(self, landed_files: Sequence[Location] = ()) -> MergeResult:
         """Write the run's row versions file (under a temporary name until committed).
 
         ``landed_files`` are the run's landed Parquet files; on a full-refresh run of a source
@@ -193,7 +184,7 @@ class RunMerge:
         if self._writer is not None:
             self._writer.close()
         snapshot = self.source.deletes.key_snapshot and self.run.full_refresh
-        con = _connect(self.lake)
+        con = self.lake.duckdb_connect([*self.committed_files, *map(str, landed_files)])
         try:
             con.execute(f"CREATE TEMP TABLE current AS {self._current()}")
             parts: list[str] = []
@@ -216,15 +207,20 @@ class RunMerge:
             counts.update(self._count(con))
             if not con.execute("SELECT count(*) FROM delta").fetchone()[0]:
                 return MergeResult(None, counts)
-            self.folder.mkdir(parents=True, exist_ok=True)
-            final = self.folder / f"{self.run.run_id}.parquet"
-            partial = self.folder / f".{self.run.run_id}.{uuid.uuid4().hex[:8]}.partial"
+            self.lake.makedirs(self.folder)
+            final = self.lake.location(
+                "curated", self.source.dataset, self.source.id, f"{self.run.run_id}.parquet"
+            )
+            target = final
+            if self.lake.atomic_rename:
+                target = join(self.folder, f".{self.run.run_id}.{uuid.uuid4().hex[:8]}.partial")
             con.execute(
                 f"COPY (SELECT * EXCLUDE ({RUN}), {_literal(self.run.run_id)} AS {RUN} "
-                f"FROM delta ORDER BY {KEY}) TO {_literal(str(partial))} "
+                f"FROM delta ORDER BY {KEY}) TO {_literal(str(target))} "
                 f"(FORMAT parquet, COMPRESSION {COMPRESSION})"
             )
-            os.replace(partial, final)
+            if target != final:
+                self.lake.rename(target, final)
             return MergeResult(final, counts)
         finally:
             con.close()
@@ -242,7 +238,9 @@ class RunMerge:
             f"QUALIFY row_number() OVER (PARTITION BY {KEY} ORDER BY {ORD} DESC) = 1"
         )
 
-    def _hard_deletes(self, con: duckdb.DuckDBPyConnection, landed_files: Sequence[Path]) -> str:
+    def _hard_deletes(
+        self, con: duckdb.DuckDBPyConnection, landed_files: Sequence[Location]
+    ) -> str:
         """Keys live in the exchange that the snapshot did not return become deletions."""
         if landed_files:
             files = _file_list([str(p) for p in landed_files])
@@ -311,16 +309,12 @@ class CuratedDataset:
         dataset_id: str,
         sources: Iterable[SourceConfig],
         state: ExchangeState,
-        lake: Path | None = None,
+        lake: Lake | Location | None = None,
     ) -> None:
-        if lake is None:
-            from exchange.settings import lake_dir
-
-            lake = lake_dir()
         self.dataset_id = dataset_id
         self.sources = [s for s in sources if s.dataset == dataset_id]
         self.state = state
-        self.lake = Path(lake)
+        self.lake = Lake.of(lake)
         self.received = sorted(state.received_sources(dataset_id))
         """Sources of this dataset whose runs came up from child nodes (dataset packages)."""
 
@@ -336,6 +330,10 @@ class CuratedDataset:
     def _files(self, as_of: dt.datetime | None) -> list[RunRecord]:
         until = as_of.astimezone(dt.UTC).replace(tzinfo=None) if as_of is not None else None
         return self.state.committed_versions(self.source_ids, until)
+
+    def _connect(self, runs: Sequence[RunRecord]) -> duckdb.DuckDBPyConnection:
+        """DuckDB over the lake and the storage each run's file was recorded on."""
+        return self.lake.duckdb_connect([r.curated_path for r in runs if r.curated_path])
 
     def _versions(self, runs: Sequence[RunRecord]) -> str:
         selects = [
@@ -354,7 +352,7 @@ class CuratedDataset:
         runs = self._files(as_of)
         if not runs:
             return pa.table({SOURCE: pa.array([], pa.string()), KEY: pa.array([], pa.string())})
-        con = _connect(self.lake)
+        con = self._connect(runs)
         try:
             return con.sql(
                 f"SELECT * FROM ({self._versions(runs)}) "
@@ -377,7 +375,7 @@ class CuratedDataset:
             for r in runs
             if r.finished_at is not None
         )
-        con = _connect(self.lake)
+        con = self._connect(runs)
         try:
             return con.sql(
                 f"SELECT v.*, c.committed_at FROM ({self._versions(runs)}) v "
@@ -393,7 +391,7 @@ class CuratedDataset:
         runs = self._files(as_of)
         if not runs:
             return {"live": 0, "deleted": 0, "versions": 0, "runs": 0}
-        con = _connect(self.lake)
+        con = self._connect(runs)
         try:
             live, deleted, versions = con.execute(
                 f"WITH v AS ({self._versions(runs)}), latest AS (SELECT {OP} FROM v "
@@ -408,9 +406,9 @@ class CuratedDataset:
         return {"live": live, "deleted": deleted, "versions": versions, "runs": len(runs)}
 
 
-def version_batches(path: str | Path, batch_size: int = 10_000) -> Iterator[pa.RecordBatch]:
-    """Stream a committed row versions file."""
-    yield from pq.ParquetFile(path).iter_batches(batch_size=batch_size)
+def version_batches(path: Location, batch_size: int = 10_000) -> Iterator[pa.RecordBatch]:
+    """Stream a committed row versions file (a recorded path or URL)."""
+    yield from parquet_file(path).iter_batches(batch_size=batch_size)
 
 
 def superseded_rows(
@@ -418,7 +416,7 @@ def superseded_rows(
     source: SourceConfig,
     committed: Sequence[RunRecord],
     origin_column: str,
-    lake: Path | None = None,
+    lake: Lake | Location | None = None,
 ) -> pa.Array:
     """For each row of ``table``: does its key have a version committed after its origin run?
 
@@ -428,11 +426,7 @@ def superseded_rows(
     files = [r.curated_path for r in committed if r.curated_path]
     if not files or not table.num_rows:
         return pa.array([False] * table.num_rows, type=pa.bool_())
-    if lake is None:
-        from exchange.settings import lake_dir
-
-        lake = lake_dir()
-    con = _connect(Path(lake))
+    con = Lake.of(lake).duckdb_connect(files)
     try:
         order = pa.array(range(table.num_rows), type=pa.int64())
         con.register("incoming", table.append_column(ORD, order))

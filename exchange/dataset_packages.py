@@ -16,7 +16,8 @@ same numbered series as the ``licenses`` packages (so one sequence check covers 
   whole row as the origin saw it.
 
 The receiver (:func:`apply_dataset_package`) checks the metadata and the bookkeeping columns,
-writes the file into its own lake at ``curated/<dataset>/<source>/<run>.parquet`` and records
+writes the file into its own lake at ``curated/<dataset>/<source>/<run>.parquet`` (a local
+directory or an object store, :mod:`exchange.lakefs`) and records
 the run as committed in its exchange state, marked with its origin; then the package counts as
 applied. Each step is idempotent (the same file, the same run record), so a delivery killed
 halfway is simply delivered again. The parent's ``govx datasets list`` and ``export`` then show
@@ -31,14 +32,14 @@ import logging
 import os
 import re
 from collections.abc import Collection
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from exchange.curated import BOOKKEEPING, DELETE, KEY, OP, RUN, UPSERT, curated_dir
+from exchange.curated import BOOKKEEPING, DELETE, KEY, OP, RUN, UPSERT
+from exchange.lakefs import Lake, Location, parquet_file, read_table
 from exchange.standards.regions import parent_code, validate_region_code
 from license_store.errors import ConflictError
 from license_store.replication import (
@@ -118,7 +119,7 @@ def runs_to_send(
             continue
         if dataset in excluded or run.curated_path is None:
             continue
-        found.append((run.run_id, pq.ParquetFile(run.curated_path).metadata.num_rows))
+        found.append((run.run_id, parquet_file(run.curated_path).metadata.num_rows))
     return found
 
 
@@ -133,7 +134,7 @@ def dataset_package_table(
     dataset = _dataset_of(run, deployment)
     if dataset is None or run.curated_path is None:
         raise ValueError(f"run {run.run_id} has no dataset or row versions file to send")
-    table = pq.read_table(run.curated_path)
+    table = read_table(run.curated_path)
     withheld: list[str] = []
     if run.origin is None:  # a received run was stripped at its origin
         source = deployment.source(run.source_id)
@@ -215,19 +216,25 @@ def _check_rows(table: pa.Table, run_id: str, where: str) -> None:
         raise PackageInvalid(f"package {where}: a key appears twice in one run")
 
 
-def _write_atomically(table: pa.Table, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+def _write_atomically(table: pa.Table, path: str, lake: Lake) -> None:
+    """Write the file whole: locally under a hidden name, synced and renamed into place; on an
+    object store as one object (a PUT is atomic)."""
+    if not lake.atomic_rename:
+        lake.write_parquet(table, path, compression="zstd")
+        return
+    folder, name = os.path.split(path)
+    os.makedirs(folder, exist_ok=True)
+    temporary = os.path.join(folder, f".{name}.{os.getpid()}.tmp")
     pq.write_table(table, temporary, compression="zstd")
-    with temporary.open("rb") as handle:
+    with open(temporary, "rb") as handle:
         os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    lake.rename(temporary, path)
 
 
 def apply_dataset_package(
     store: LicenseStore,
     state: ExchangeState,
-    lake: Path,
+    lake: Lake | Location,
     sender: str,
     seq: int,
     table: pa.Table,
@@ -248,15 +255,17 @@ def apply_dataset_package(
         return AppliedPackage(sender, seq, duplicate=True)
     run_id = described["run_id"]
     _check_rows(table, run_id, where)
-    path = curated_dir(described["dataset_id"], described["source_id"], lake) / f"{run_id}.parquet"
+    lake = Lake.of(lake)
+    folder = ("curated", described["dataset_id"], described["source_id"])
+    path = lake.join(*folder, f"{run_id}.parquet")
     try:
         recorded = state.run(run_id)
     except KeyError:
         recorded = None
-    if recorded is not None and recorded.curated_path != str(path):
+    if recorded is not None and recorded.curated_path != path:
         raise ConflictError(f"package {where}: run {run_id} is already recorded here, elsewhere")
-    if recorded is None or not path.exists():
-        _write_atomically(table, path)
+    if recorded is None or not lake.exists(path):
+        _write_atomically(table, path, lake)
     try:
         state.record_received_run(
             run_id=run_id,
@@ -264,7 +273,7 @@ def apply_dataset_package(
             dataset_id=described["dataset_id"],
             origin=described["origin"],
             committed_at=described["committed_at"],
-            curated_path=str(path),
+            curated_path=path,
             rows=table.num_rows,
         )
     except ValueError as error:

@@ -5,23 +5,28 @@ Layout under ``$GOVX_HOME/lake`` (or ``GOVX_LAKE_DIR``)::
     landing/<source_id>/<run_id>/part-00000.parquet ... manifest.json
     quarantine/<source_id>/<run_id>/rows.parquet
 
-A run's landing folder is written under a temporary name and renamed into place only once its
-files and manifest are complete, so a reader never sees half a batch.
+The lake is a local directory or an ``s3://bucket/prefix`` URL (:mod:`exchange.lakefs`). On a
+local lake a run's landing folder is written under a temporary name and renamed into place only
+once its files and manifest are complete. An object store has no rename: there each part is
+written as one whole object and the manifest last, and a folder without a manifest is
+unfinished (:func:`read_manifest` raises ``FileNotFoundError``). Either way a landed folder counts
+only once the exchange state records its path.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
-import shutil
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from exchange.lakefs import Lake, Location, join, open_file, parquet_file
 
 __all__ = [
     "EXPECTATIONS_COLUMN",
@@ -44,20 +49,14 @@ ROWS_PER_FILE = 1_000_000
 COMPRESSION = "zstd"
 
 
-def _lake(lake: Path | None) -> Path:
-    if lake is not None:
-        return Path(lake)
-    from exchange.settings import lake_dir
-
-    return lake_dir()
+def landing_dir(source_id: str, run_id: str, lake: Lake | Location | None = None) -> Location:
+    """A run's landing folder: a ``Path`` on a local lake, a URL on an object store."""
+    return Lake.of(lake).location("landing", source_id, run_id)
 
 
-def landing_dir(source_id: str, run_id: str, lake: Path | None = None) -> Path:
-    return _lake(lake) / "landing" / source_id / run_id
-
-
-def quarantine_dir(source_id: str, run_id: str, lake: Path | None = None) -> Path:
-    return _lake(lake) / "quarantine" / source_id / run_id
+def quarantine_dir(source_id: str, run_id: str, lake: Lake | Location | None = None) -> Location:
+    """A run's quarantine folder: a ``Path`` on a local lake, a URL on an object store."""
+    return Lake.of(lake).location("quarantine", source_id, run_id)
 
 
 @dataclass(frozen=True)
@@ -75,9 +74,9 @@ class Manifest:
     written_at: str
 
 
-def hash_file(path: Path, digest: Any) -> None:
+def hash_file(path: Location, digest: Any) -> None:
     """Feed the bytes of ``path`` to ``digest`` (a hashlib object), a megabyte at a time."""
-    with path.open("rb") as handle:
+    with open_file(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
 
@@ -90,17 +89,22 @@ class LandingWriter:
         source_id: str,
         run_id: str,
         schema: pa.Schema,
-        lake: Path | None = None,
+        lake: Lake | Location | None = None,
         rows_per_file: int = ROWS_PER_FILE,
     ) -> None:
         self.source_id = source_id
         self.run_id = run_id
         self.schema = schema
-        self.final_dir = landing_dir(source_id, run_id, lake)
-        self.tmp_dir = self.final_dir.with_name(f".{run_id}.tmp")
-        if self.tmp_dir.exists():
-            shutil.rmtree(self.tmp_dir)
-        self.tmp_dir.mkdir(parents=True)
+        self.lake = Lake.of(lake)
+        self.final_dir = self.lake.location("landing", source_id, run_id)
+        # where the files are written: a hidden sibling renamed into place on a local lake;
+        # the folder itself on an object store (the manifest, written last, finishes it)
+        if self.lake.atomic_rename:
+            self.tmp_dir = self.lake.location("landing", source_id, f".{run_id}.tmp")
+        else:
+            self.tmp_dir = self.final_dir
+        self.lake.remove(self.tmp_dir)  # what an earlier, aborted attempt left
+        self.lake.makedirs(self.tmp_dir)
         self.rows_per_file = rows_per_file
         self.rows = 0
         self._files: list[str] = []
@@ -111,7 +115,9 @@ class LandingWriter:
         name = f"part-{len(self._files):05d}.parquet"
         self._files.append(name)
         self._rows_in_file = 0
-        return pq.ParquetWriter(self.tmp_dir / name, self.schema, compression=COMPRESSION)
+        return self.lake.parquet_writer(
+            join(self.tmp_dir, name), self.schema, compression=COMPRESSION
+        )
 
     def write(self, batch: pa.RecordBatch) -> None:
         if batch.num_rows == 0:
@@ -125,13 +131,13 @@ class LandingWriter:
         self.rows += batch.num_rows
 
     def close(self, cursor_before: Any, cursor_after: Any) -> Manifest:
-        """Finish the files, write the manifest and move the folder into place."""
+        """Finish the files, write the manifest (last) and move the folder into place."""
         if self._writer is None:  # an empty run still lands a (schema-only) file
             self._writer = self._open_part()
         self._writer.close()
         digest = hashlib.sha256()
         for name in self._files:
-            hash_file(self.tmp_dir / name, digest)
+            hash_file(join(self.tmp_dir, name), digest)
         manifest = Manifest(
             source_id=self.source_id,
             run_id=self.run_id,
@@ -143,41 +149,43 @@ class LandingWriter:
             sha256=digest.hexdigest(),
             written_at=dt.datetime.now(dt.UTC).isoformat(),
         )
-        (self.tmp_dir / MANIFEST).write_text(
-            json.dumps(asdict(manifest), ensure_ascii=False, indent=2, default=str),
-            encoding="utf-8",
-        )
-        if self.final_dir.exists():
-            shutil.rmtree(self.final_dir)
-        self.tmp_dir.rename(self.final_dir)
+        text = json.dumps(asdict(manifest), ensure_ascii=False, indent=2, default=str)
+        with self.lake.open(join(self.tmp_dir, MANIFEST), "wb") as handle:
+            handle.write(text.encode("utf-8"))
+        if self.tmp_dir != self.final_dir:
+            self.lake.remove(self.final_dir)
+            self.lake.rename(self.tmp_dir, self.final_dir)
         return manifest
 
     def abort(self) -> None:
         """Drop what was written (the run failed before landing)."""
         if self._writer is not None:
             self._writer.close()
-        shutil.rmtree(self.tmp_dir, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            self.lake.remove(self.tmp_dir)
 
 
-def read_manifest(folder: Path) -> Manifest:
+def read_manifest(folder: Location) -> Manifest:
     """Read a landing folder's manifest; ``FileNotFoundError`` if the run never finished landing."""
-    data = json.loads((Path(folder) / MANIFEST).read_text(encoding="utf-8"))
+    with open_file(join(folder, MANIFEST), "rb") as handle:
+        data = json.loads(handle.read().decode("utf-8"))
     return Manifest(**data)
 
 
-def landed_batches(folder: Path, batch_size: int = 10_000) -> Iterator[pa.RecordBatch]:
-    """Stream a landed run's rows back in record batches."""
+def landed_batches(folder: Location, batch_size: int = 10_000) -> Iterator[pa.RecordBatch]:
+    """Stream a landed run's rows back in record batches (``folder``: a recorded path or URL)."""
     manifest = read_manifest(folder)
     for name in manifest.files:
-        yield from pq.ParquetFile(Path(folder) / name).iter_batches(batch_size=batch_size)
+        yield from parquet_file(join(folder, name)).iter_batches(batch_size=batch_size)
 
 
 def write_quarantine(
-    source_id: str, run_id: str, table: pa.Table, lake: Path | None = None
-) -> Path:
-    """Keep held rows (with their masked reasons) for review and replay."""
-    folder = quarantine_dir(source_id, run_id, lake)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "rows.parquet"
-    pq.write_table(table, path, compression=COMPRESSION)
+    source_id: str, run_id: str, table: pa.Table, lake: Lake | Location | None = None
+) -> Location:
+    """Keep held rows (with their masked reasons) for review and replay; returns the file."""
+    lake = Lake.of(lake)
+    folder = lake.location("quarantine", source_id, run_id)
+    lake.makedirs(folder)
+    path = lake.location("quarantine", source_id, run_id, "rows.parquet")
+    lake.write_parquet(table, path, compression=COMPRESSION)
     return path

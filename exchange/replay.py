@@ -21,13 +21,12 @@ import datetime as dt
 import logging
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import sqlalchemy as sa
 
+from exchange.lakefs import Location, read_table
 from exchange.state import ExchangeState, RunRecord, RunStatus, sync_runs
 
 __all__ = ["HeldBatch", "held_batches", "is_replay", "reason_counts", "replay"]
@@ -105,11 +104,14 @@ def held_batches(state: ExchangeState, source_id: str | None = None) -> list[Hel
         ]
 
 
-def reason_counts(path: str | Path) -> list[tuple[str, int]]:
-    """How many held rows give each (already masked) reason, most frequent first."""
+def reason_counts(path: Location) -> list[tuple[str, int]]:
+    """How many held rows give each (already masked) reason, most frequent first.
+
+    ``path`` is a recorded quarantine file: a local path or a URL on the lake's object store.
+    """
     from exchange.lake import REASONS_COLUMN
 
-    reasons = pq.read_table(path, columns=[REASONS_COLUMN]).column(REASONS_COLUMN)
+    reasons = read_table(path, columns=[REASONS_COLUMN]).column(REASONS_COLUMN)
     counts = Counter(reason for row in reasons.to_pylist() for reason in row or [])
     return counts.most_common()
 
@@ -117,7 +119,7 @@ def reason_counts(path: str | Path) -> list[tuple[str, int]]:
 def _held_rows(batches: list[HeldBatch]) -> pa.Table:
     tables = []
     for batch in sorted(batches, key=lambda b: b.run_id):
-        table = pq.read_table(batch.path)
+        table = read_table(batch.path)
         table = table.drop_columns([c for c in table.column_names if c.startswith("_govx_")])
         origin = pa.array([batch.run_id] * table.num_rows, type=pa.string())
         tables.append(table.append_column(ORIGIN, origin))

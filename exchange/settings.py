@@ -2,7 +2,7 @@
 
 Everything the platform writes goes under one data directory, ``$GOVX_HOME`` (default ``./var``).
 Every store is reached through a URL so that the embedded default (SQLite and Parquet files under
-``$GOVX_HOME``) and production (PostgreSQL, object storage) run the same code.
+``$GOVX_HOME``) and production (PostgreSQL, an ``s3://`` lake) run the same code.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ __all__ = [
 
 DEFAULT_HOME = "var"
 ENV_FILE_NAME = ".env"
+LAKE_URL_SCHEMES = ("s3", "s3a")
 
 
 def govx_home() -> Path:
@@ -30,9 +31,26 @@ def govx_home() -> Path:
     return home
 
 
-def lake_dir() -> Path:
-    """Root of the lake: ``$GOVX_HOME/lake`` unless ``GOVX_LAKE_DIR`` says otherwise."""
-    return Path(os.environ.get("GOVX_LAKE_DIR") or govx_home() / "lake").resolve()
+def lake_dir() -> Path | str:
+    """Root of the lake: ``$GOVX_HOME/lake`` unless ``GOVX_LAKE_DIR`` says otherwise.
+
+    A local directory comes back as an absolute ``Path``; an object store as its URL
+    (``s3://bucket/prefix``, no trailing slash), which :class:`exchange.lakefs.Lake` opens with
+    the endpoint and keys of the standard ``AWS_*`` variables. ``file:///path`` is a local
+    directory; any other scheme is refused rather than taken for a folder name.
+    """
+    configured = os.environ.get("GOVX_LAKE_DIR") or ""
+    if "://" in configured:
+        scheme, rest = configured.split("://", 1)
+        if scheme.lower() == "file":
+            return Path(rest).resolve()
+        if scheme.lower() not in LAKE_URL_SCHEMES or not rest.strip("/"):
+            raise ValueError(
+                f"GOVX_LAKE_DIR={configured!r}: a lake is a local directory or "
+                "s3://bucket/prefix (an S3-compatible object store)"
+            )
+        return configured.rstrip("/")
+    return Path(configured or govx_home() / "lake").resolve()
 
 
 def _sqlite_url(path: Path) -> str:

@@ -26,13 +26,13 @@ import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
 from exchange.config import Deployment, SourceConfig, load_deployment
 from exchange.lake import LandingWriter, landed_batches, read_manifest, write_quarantine
+from exchange.lakefs import join
 from exchange.schema_drift import SchemaDrift, SchemaDriftError, compare_schemas
 from exchange.standards.holder_ids import mask_ids_in_text
 from exchange.state import ExchangeState, RunNotLanded, RunRecord, RunStatus
@@ -275,7 +275,7 @@ def _gate_into(
 
     gate = RowGate(source, deployment)
     hold_all = _held_for_drift(run, source)
-    for batch in landed_batches(Path(run.landing_path or ""), batch_size=GATE_BATCH_ROWS):
+    for batch in landed_batches(run.landing_path or "", batch_size=GATE_BATCH_ROWS):
         result = gate.hold(batch, hold_all) if hold_all else gate.split(batch)
         counts["loaded"] += result.passed.num_rows
         counts["quarantined"] += result.quarantined.num_rows
@@ -356,7 +356,7 @@ def publish(
     validations: list[object] = []
     merge: RunMerge | None = None
     try:
-        landing = Path(run.landing_path or "")
+        landing = run.landing_path or ""  # a local path, or a URL on an object store
         manifest = read_manifest(landing)
         merge = RunMerge(source, run, state.committed_versions([source.id]))
         _gate_into(merge, run, source, deployment, counts, held, validations, on_rows)
@@ -380,7 +380,7 @@ def publish(
                 reason=hold_reason,
             )
             raise BatchHeld(hold_reason)
-        merged = merge.finish([landing / name for name in manifest.files])
+        merged = merge.finish([join(landing, name) for name in manifest.files])
         quarantine = (
             write_quarantine(run.source_id, run_id, pa.concat_tables(held)) if held else None
         )

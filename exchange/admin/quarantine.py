@@ -3,7 +3,7 @@
 A quarantine file counts only through the run record that points at it (a killed run may leave a
 stray file nothing reads), so the list comes from the exchange state (each source's
 :data:`RUNS_PER_SOURCE` newest runs), and a file is opened only if its path lies inside the lake's
-``quarantine/<source>/`` folder.
+``quarantine/<source>/`` folder (a local directory, or a prefix of the lake's ``s3://`` URL).
 
 Admins see personal data only masked: holder IDs with :func:`mask_id`, names down to their first
 character, addresses to their first characters, birth dates to the year, and every value through
@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from exchange.config import Deployment, SourceConfig
 from exchange.lake import REASONS_COLUMN
+from exchange.lakefs import Lake, Location, is_file, parquet_file
 from exchange.standards.holder_ids import mask_id, mask_ids_in_text
 from exchange.state import ExchangeState, RunRecord
 from quality.history import source_history
@@ -59,7 +59,8 @@ class HeldFile:
     """A run's quarantine file."""
 
     run: RunRecord
-    path: Path
+    path: Location
+    """A ``Path`` on a local lake, the file's URL on an object store."""
     rows: int
 
 
@@ -80,22 +81,20 @@ def valid_run_id(run_id: str) -> bool:
     return bool(RUN_ID.fullmatch(run_id))
 
 
-def _inside_quarantine(path: Path, lake: Path, source_id: str) -> bool:
-    root = (lake / "quarantine" / source_id).resolve()
-    return path.resolve().is_relative_to(root)
-
-
-def _held(run: RunRecord, lake: Path) -> HeldFile | None:
+def _held(run: RunRecord, lake: Lake) -> HeldFile | None:
     if not run.quarantine_path:
         return None
-    path = Path(run.quarantine_path)
-    if not _inside_quarantine(path, lake, run.source_id) or not path.is_file():
+    path: Location = run.quarantine_path if not lake.local else Path(run.quarantine_path)
+    if not lake.contains(path, "quarantine", run.source_id) or not is_file(path):
         return None
-    return HeldFile(run=run, path=path, rows=pq.ParquetFile(path).metadata.num_rows)
+    return HeldFile(run=run, path=path, rows=parquet_file(path).metadata.num_rows)
 
 
-def held_files(deployment: Deployment, state: ExchangeState, lake: Path) -> list[HeldFile]:
+def held_files(
+    deployment: Deployment, state: ExchangeState, lake: Lake | Location
+) -> list[HeldFile]:
     """Every recorded quarantine file of the deployment's sources, newest run first."""
+    lake = Lake.of(lake)
     found = [
         held
         for source in deployment.sources
@@ -106,14 +105,18 @@ def held_files(deployment: Deployment, state: ExchangeState, lake: Path) -> list
 
 
 def held_file(
-    deployment: Deployment, state: ExchangeState, lake: Path, source_id: str, run_id: str
+    deployment: Deployment,
+    state: ExchangeState,
+    lake: Lake | Location,
+    source_id: str,
+    run_id: str,
 ) -> HeldFile:
     """The quarantine file of one run; :class:`NotHeld` unless it is recorded and in the lake."""
     if source_id not in deployment.source_by_id or not valid_run_id(run_id):
         raise NotHeld(source_id)
     runs = source_history(state, source_id, limit=RUNS_PER_SOURCE).runs
     run = next((run for run in runs if run.run_id == run_id), None)
-    held = _held(run, lake) if run is not None else None
+    held = _held(run, Lake.of(lake)) if run is not None else None
     if held is None:
         raise NotHeld(run_id)
     return held
@@ -166,9 +169,9 @@ def _maskers(source: SourceConfig, columns: Iterable[str]) -> list[Callable[[str
     return [masks.get(column) for column in columns]
 
 
-def _rows_between(path: Path, start: int, stop: int) -> pa.Table:
+def _rows_between(path: Location, start: int, stop: int) -> pa.Table:
     """Rows ``start <= i < stop`` of a Parquet file, reading only the row groups they are in."""
-    parquet = pq.ParquetFile(path)
+    parquet = parquet_file(path)
     groups: list[int] = []
     first_row = offset = 0
     for index in range(parquet.metadata.num_row_groups):
