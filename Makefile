@@ -9,10 +9,11 @@ CJK_FONT := /usr/share/fonts/truetype/wqy/wqy-zenhei.ttc
 
 .PHONY: demo test test-prod lint install browser wrk bench clean prod-up prod-down
 
+# The dev and prod extras: the lake's object-store tests need moto and s3fs (the prod extra).
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip uv
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -c constraints.txt -e '.[dev]'
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -c constraints.txt -e '.[dev,prod]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -333,7 +333,7 @@ def schema_accept(
         landed = [r for r in state.runs(source_id, limit=50) if r.landing_path]
         if not landed:
             raise _fail(f"source {source_id!r} has no landed run to take the schema from")
-        manifest = read_manifest(Path(landed[0].landing_path))
+        manifest = read_manifest(landed[0].landing_path)
         previous = state.accepted_schema(source_id)
         try:
             state.accept_schema(source_id, manifest.schema)
@@ -484,6 +484,7 @@ def quarantine_list(
     limit: Annotated[int, typer.Option(help="How many runs.", min=1)] = 30,
 ) -> None:
     """List the runs that held rows: how many, the most frequent reason, replayed or not."""
+    from exchange.lakefs import exists as lake_exists
     from exchange.replay import held_batches, reason_counts
     from exchange.state import ExchangeState
 
@@ -497,7 +498,7 @@ def quarantine_list(
     for column in ("source", "run", "status", "rows", "replayed by", "most frequent reason"):
         table.add_column(column, justify="right" if column == "rows" else "left")
     for batch in batches:
-        reasons = reason_counts(batch.path) if Path(batch.path).exists() else []
+        reasons = reason_counts(batch.path) if lake_exists(batch.path) else []
         top = f"{reasons[0][0]} (×{reasons[0][1]})" if reasons else "file missing"
         replayed = batch.replayed_by or ("re-read by next sync" if batch.status == "held" else "-")
         table.add_row(batch.source_id, batch.run_id, batch.status, f"{batch.rows:,}", replayed, top)
@@ -515,9 +516,8 @@ def quarantine_show(
     Only the primary key and the masked reasons are printed; the held rows themselves (with
     personal data) stay in the quarantine file, whose path is shown.
     """
-    import pyarrow.parquet as pq
-
     from exchange.lake import REASONS_COLUMN
+    from exchange.lakefs import read_table as read_lake_table
     from exchange.replay import held_batches, reason_counts
     from exchange.state import ExchangeState
 
@@ -538,7 +538,7 @@ def quarantine_show(
     console.print(counts, highlight=False)
     if rows:
         key = list(deployment.source_by_id[source_id].primary_key)
-        held = pq.read_table(batch.path, columns=[*key, REASONS_COLUMN]).slice(0, rows)
+        held = read_lake_table(batch.path, columns=[*key, REASONS_COLUMN]).slice(0, rows)
         listing = Table(box=box.SIMPLE_HEAD)
         for column in (*key, "reasons"):
             listing.add_column(column)

@@ -596,10 +596,13 @@ def down(profile: Profile, drop_data: bool = False, echo=print) -> None:
     echo(f"dropped PostgreSQL databases {', '.join(dropped)}")
     _redis(profile).flushdb()
     echo("flushed the broker's Redis database")
-    lake = Path(profile.get("GOVX_LAKE_DIR") or profile.home / "lake")
-    for folder in (profile.state_dir, lake):
+    removed = [profile.state_dir]
+    lake = str(profile.get("GOVX_LAKE_DIR") or profile.home / "lake")
+    if "://" not in lake:  # a bucket (moto's lives in memory) went with its server
+        removed.append(Path(lake))
+    for folder in removed:
         shutil.rmtree(folder, ignore_errors=True)
-    echo(f"removed {profile.state_dir} and {lake}")
+    echo(f"removed {' and '.join(str(folder) for folder in removed)}")
 
 
 # --- command line ------------------------------------------------------------------------------

@@ -108,7 +108,8 @@ def _exchange_state(request: Request) -> ExchangeState:
     return state
 
 
-def _lake() -> Path:
+def _lake() -> Path | str:
+    """This node's lake: a local directory, or an ``s3://`` URL (:mod:`exchange.lakefs`)."""
     from exchange.settings import lake_dir
 
     return lake_dir()
