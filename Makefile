@@ -7,18 +7,27 @@ STAMP  := $(VENV)/.installed
 CHROMIUM := /usr/bin/chromium
 CJK_FONT := /usr/share/fonts/truetype/wqy/wqy-zenhei.ttc
 
-.PHONY: demo test test-prod lint install browser wrk bench clean prod-up prod-down
+.PHONY: demo test test-prod lint install browser wrk bench clean prod-up prod-down bytecode
 
 # The dev and prod extras: the lake's object-store tests need moto and s3fs (the prod extra).
+# Installed packages are compiled to bytecode once: where PYTHONDONTWRITEBYTECODE is set (this
+# machine's CI), every `govx` and Airflow process would otherwise compile Airflow's and Great
+# Expectations' sources again on import (~12 s of CPU per process).
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip uv
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -c constraints.txt -e '.[dev,prod]'
+	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -c constraints.txt \
+		-e '.[dev,prod]'
 	touch $(STAMP)
+
+# The project's own modules, compiled before the processes that import them start (cheap; a
+# changed file is compiled again here, or in memory by whoever imports it first).
+bytecode: $(STAMP)
+	@$(BIN)/python -m compileall -q connectors exchange license_store quality dags > /dev/null
 
 install: $(STAMP)
 
-demo: $(STAMP)
+demo: $(STAMP) bytecode
 	$(BIN)/govx demo
 
 lint: $(STAMP)
@@ -39,7 +48,7 @@ browser:
 		echo "  apt-get install -y chromium fonts-wqy-zenhei, or the browser test will skip"; \
 	fi
 
-test: $(STAMP) lint browser
+test: $(STAMP) lint browser bytecode
 	$(BIN)/pytest
 
 # The intake lookup bench (bench/lookup.py) drives the API with Debian's wrk; installed once, as
@@ -74,7 +83,7 @@ $(PROD_STAMP): $(STAMP)
 
 # The production profile's own test (tests/prod, marker `prod`, ~4 min): CI runs it after
 # `make test`, as a stage of its own; a plain `pytest` skips it.
-test-prod: $(PROD_STAMP)
+test-prod: $(PROD_STAMP) bytecode
 	$(BIN)/pytest -m prod tests/prod
 
 prod-up: $(PROD_STAMP)
