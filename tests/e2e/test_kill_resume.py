@@ -52,6 +52,18 @@ def run_sync(env: dict[str, str]) -> subprocess.CompletedProcess:
     )
 
 
+def resume(env: dict[str, str]) -> tuple[int, str]:
+    """``govx sync`` again after the kill: the same command, run in this process (the killed
+    one was a process of its own; the resume only has to start from what it left). Saves
+    starting Python and importing Great Expectations ten times."""
+    from typer.testing import CliRunner
+
+    from exchange.cli import app
+
+    result = CliRunner().invoke(app, ["sync", SOURCE], env=env)
+    return result.exit_code, f"{result.output}{result.exception or ''}"
+
+
 @pytest.fixture(scope="module")
 def department_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     folder = tmp_path_factory.mktemp("departments")
@@ -89,8 +101,8 @@ def test_killed_syncs_resume_to_the_clean_result(
             process.send_signal(signal.SIGKILL)
             killed += 1
         process.wait(timeout=60)
-        resumed = run_sync(env)
-        assert resumed.returncode == 0, resumed.stderr[-2000:]
+        code, said = resume(env)
+        assert code == 0, said[-2000:]
         assert licenses(home) == expected, f"trial {trial}: licenses differ from the clean run"
         rows, counts = curated(home)
         assert counts["versions"] == expected_counts["versions"], f"trial {trial}: versions"
