@@ -321,11 +321,8 @@ class CuratedDataset:
     @property
     def source_ids(self) -> list[str]:
         """This node's sources of the dataset, then the ones received from its children."""
-        return [s.id for s in self.sources] + [s for s in self.received if s not in self._own]
-
-    @property
-    def _own(self) -> set[str]:
-        return {s.id for s in self.sources}
+        own = [s.id for s in self.sources]
+        return own + [s for s in self.received if s not in own]
 
     def _files(self, as_of: dt.datetime | None) -> list[RunRecord]:
         until = as_of.astimezone(dt.UTC).replace(tzinfo=None) if as_of is not None else None

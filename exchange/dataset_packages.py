@@ -40,7 +40,7 @@ import pyarrow.parquet as pq
 
 from exchange.curated import BOOKKEEPING, DELETE, KEY, OP, RUN, UPSERT
 from exchange.lakefs import Lake, Location, parquet_file, read_table
-from exchange.standards.regions import parent_code, validate_region_code
+from exchange.standards.regions import ancestor_codes, validate_region_code
 from license_store.errors import ConflictError
 from license_store.replication import (
     AppliedPackage,
@@ -184,11 +184,7 @@ def _described(table: pa.Table, sender: str, where: str) -> dict[str, Any]:
         validate_region_code(origin)
     except ValueError:
         raise PackageInvalid(f"package {where}: origin is not a region code") from None
-    lineage, code = [], origin
-    while code is not None:
-        lineage.append(code)
-        code = parent_code(code)
-    if sender not in lineage:
+    if sender != origin and sender not in ancestor_codes(origin):
         raise PackageInvalid(
             f"package {where}: run from node {origin}, which is not node {sender} or below it"
         )

@@ -5,7 +5,14 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-__all__ = ["Region", "RegionLevel", "parent_code", "region_level", "validate_region_code"]
+__all__ = [
+    "Region",
+    "RegionLevel",
+    "ancestor_codes",
+    "parent_code",
+    "region_level",
+    "validate_region_code",
+]
 
 
 class RegionLevel(enum.StrEnum):
@@ -48,6 +55,16 @@ def parent_code(code: str) -> str | None:
     return code[:4] + "00"
 
 
+def ancestor_codes(code: str) -> list[str]:
+    """Codes from the region's parent up to its province (none for a province)."""
+    chain: list[str] = []
+    parent = parent_code(code)
+    while parent is not None:
+        chain.append(parent)
+        parent = parent_code(parent)
+    return chain
+
+
 @dataclass(frozen=True)
 class Region:
     """A named region of the deployment."""
@@ -65,9 +82,4 @@ class Region:
 
     def ancestors(self) -> list[str]:
         """Codes from this region's parent up to its province."""
-        chain: list[str] = []
-        code = self.parent
-        while code is not None:
-            chain.append(code)
-            code = parent_code(code)
-        return chain
+        return ancestor_codes(self.code)

@@ -66,7 +66,7 @@ from exchange.network import (
 )
 from exchange.packages import Manifest, package_paths
 from exchange.standards import mask_id
-from exchange.standards.regions import parent_code
+from exchange.standards.regions import ancestor_codes
 from exchange.state import ExchangeState
 from license_store.signing import KeyRing, key_id
 
@@ -218,14 +218,6 @@ def _package(scenario: Scenario, region: str, seq: int) -> tuple[bytes, dict[str
 def _problem(response: requests.Response) -> tuple[int, str, str]:
     body = response.json()
     return response.status_code, body.get("code", ""), body.get("field") or ""
-
-
-def _ancestors(region: str) -> list[str]:
-    found, code = [], parent_code(region)
-    while code is not None:
-        found.append(code)
-        code = parent_code(code)
-    return found
 
 
 def _without(row: dict[str, Any], columns: set[str]) -> dict[str, Any]:
@@ -485,7 +477,7 @@ def test_the_end_state_equals_a_fault_free_run_row_by_row(scenario: Scenario) ->
     for region in net.nodes:
         expected = {key: _without(row, WITHHELD) for key, row in own[region].items()}
         for descendant in net.nodes:
-            if descendant != region and region in _ancestors(descendant):
+            if descendant != region and region in ancestor_codes(descendant):
                 expected |= {k: _without(row, WITHHELD) for k, row in own[descendant].items()}
         held = _dataset_rows(net, region)
         if region == CHIKAN:

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from stdnum.cn import ric
 
 from exchange.config import Deployment, load_deployment
 from exchange.curated import CuratedDataset
 from exchange.state import ExchangeState, RunStatus
 from exchange.sync import SyncContext, sync
+from tests.exchange.test_curated import resident_id
 
 SOURCE = "test_people"
 DATASET = "household_registry"
@@ -81,30 +81,6 @@ def objects(lake: str) -> list[str]:
     fs = filesystem(lake)
     root = lake.split("://", 1)[1]
     return sorted(key[len(root) + 1 :] for key in fs.find(root))
-
-
-def resident_id(serial: int) -> str:
-    first17 = f"11010119800101{serial:03d}"
-    return first17 + ric.calc_check_digit(first17 + "0")
-
-
-@pytest.fixture
-def registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = tmp_path / "people.db"
-    with sqlite3.connect(path) as conn:
-        conn.execute(
-            "CREATE TABLE people (person_id INTEGER, id_number TEXT, name TEXT, "
-            "card_issue_date TEXT, card_valid_to TEXT, deleted TEXT, updated_at TEXT)"
-        )
-        conn.executemany(
-            "INSERT INTO people VALUES (?, ?, ?, '2020-05-01', '2040-05-01', '0', ?)",
-            [
-                (n, resident_id(2 * n + 1), f"居民{n}", f"2026-11-01 08:00:0{n}")
-                for n in range(1, 6)
-            ],
-        )
-    monkeypatch.setenv("AIRFLOW_CONN_TEST_PEOPLE_DB", f"sqlite:///{path}")
-    return path
 
 
 def make_deployment(status_values: dict[str, str] | None = None) -> Deployment:
