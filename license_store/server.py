@@ -19,6 +19,12 @@ closes, so no new connection is refused or reset through a release or a configur
 (a stopping worker answers the requests it has accepted and closes its idle keep-alive
 connections, as any HTTP server). If a new worker does not start, the restart stops there and
 the running workers keep serving.
+
+A stopping worker drains its keep-alive connections rather than closing them idle: for up to
+:data:`DRAIN_S` it answers the next request on each with ``Connection: close``, so the client
+opens its next connection to a serving worker. Closing an idle keep-alive connection outright
+races a client that is sending on it at that moment, and that request fails (measured: 2 of
+7,934 reads over four restarts, with six readers that do not retry).
 Linux only (``SO_REUSEPORT`` load balancing).
 """
 
@@ -44,9 +50,10 @@ log = logging.getLogger("govexchange.server")
 APP = "license_store.api:create_app"
 STARTUP_TIMEOUT_S = 120.0  # a worker's lifespan opens the store, pools and deployment
 STOP_TIMEOUT_S = 30.0  # requests in flight get this long to finish
-# A stopping worker waits this long for the first request of a connection it has just accepted
-# (uvicorn's graceful shutdown would close such a connection unanswered).
-FIRST_REQUEST_GRACE_S = 1.0
+# A stopping worker waits this long for the next request on each open connection, to answer it
+# with ``Connection: close`` (uvicorn's graceful shutdown would close an idle connection at once,
+# under a request the client may be sending). Connections still idle after it are closed.
+DRAIN_S = 2.0
 POLL_S = 0.25  # how often the supervisor looks at its signal flags
 
 
@@ -114,6 +121,28 @@ def bound_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _close_after_answer(connection: Any) -> None:
+    """Make the request in progress on ``connection`` (if any) the last one it answers: its
+    response says ``Connection: close`` (if not sent yet) and the connection closes after it."""
+    cycle = getattr(connection, "cycle", None)
+    if cycle is not None and not cycle.response_complete:
+        cycle.keep_alive = False
+
+
+def _draining_protocol() -> type[asyncio.Protocol]:
+    """uvicorn's HTTP protocol, closing each connection after its next answer once the server
+    drains (``server_state.draining``, set by the worker's shutdown)."""
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+    class DrainingProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)  # a complete request head starts its response cycle
+            if getattr(self.server_state, "draining", False):
+                _close_after_answer(self)
+
+    return DrainingProtocol
+
+
 def _worker(spec: ServerSpec, sock: socket.socket, ready: Event) -> None:
     """A worker process: one uvicorn server on its slot's socket; ``ready`` once it serves."""
     # The supervisor restarts (SIGHUP) and stops (SIGTERM) the workers. A SIGHUP to the whole
@@ -140,18 +169,20 @@ def _worker(spec: ServerSpec, sock: socket.socket, ready: Event) -> None:
         async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
             for server in self.servers:
                 server.close()  # accept no more; the slot's socket stays open in the supervisor
-            # uvicorn closes every connection without a request in progress. One accepted a
-            # moment ago has its first request on the way: wait for it, so that it is answered.
-            deadline = time.monotonic() + FIRST_REQUEST_GRACE_S
-            while time.monotonic() < deadline and any(
-                getattr(connection, "cycle", False) is None
-                for connection in self.server_state.connections
-            ):
+            # Drain: every answer from now on closes its connection (DrainingProtocol), so a
+            # client's next request goes to a serving worker. uvicorn's own shutdown then
+            # closes what stayed idle all along.
+            self.server_state.draining = True  # type: ignore[attr-defined]
+            for connection in list(self.server_state.connections):
+                _close_after_answer(connection)
+            deadline = time.monotonic() + DRAIN_S
+            while self.server_state.connections and time.monotonic() < deadline:
                 await asyncio.sleep(0.01)
             await super().shutdown(sockets)
 
     config = uvicorn.Config(
         spec.app,
+        http=_draining_protocol(),
         factory=spec.factory,
         log_level=spec.log_level,
         access_log=spec.access_log,

@@ -36,7 +36,7 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SO
 HOLDER = "44060420050101123" + ric.calc_check_digit("44060420050101123" + "0")
 RAW_ID = re.compile(r"(?<![0-9*])[0-9]{17}[0-9Xx](?![0-9A-Za-z])")
 SERVING = re.compile(r"API worker (\d+) serving")
-READERS = 2
+READERS = 4
 
 
 def _records(log: Path) -> list[dict]:

@@ -7,8 +7,9 @@ which connections (read from ``/proc``, no mocks), what ``/healthz`` answers, wh
 * each worker listens on a socket of its own, and new connections spread over them;
 * a killed worker is replaced;
 * SIGHUP restarts every worker without failing one request (new connection each), and no
-  listening socket is ever left to a worker whose application is still starting; a restart
-  whose new worker dies keeps the old workers serving;
+  listening socket is ever left to a worker whose application is still starting; a stopping
+  worker closes its keep-alive connections with an answer (``Connection: close``), not under a
+  request; a restart whose new worker dies keeps the old workers serving;
 * SIGTERM stops everything with exit code 0, also while the workers are still starting;
 * a port taken by another program (with or without ``SO_REUSEPORT``) is a one-line error.
 
@@ -435,6 +436,52 @@ def test_sighup_restarts_every_worker_without_failing_a_request(server: Server) 
     assert hammer.failures == [], f"{len(hammer.failures)} of {hammer.answered} failed"
     assert hammer.answered > 20
     assert problems == []
+
+
+def test_sighup_drains_keep_alive_connections_with_an_answer_that_closes_them(
+    server: Server,
+) -> None:
+    """A stopping worker answers the next request on each of its keep-alive connections with
+    ``Connection: close`` instead of closing them under a request the client may be sending."""
+    old = server.serving()
+    connections = [
+        http.client.HTTPConnection("127.0.0.1", server.port, timeout=REQUEST_TIMEOUT_S)
+        for _ in range(8)  # spread over both workers
+    ]
+    closed_by: dict[int, str] = {}  # connection -> how it ended
+
+    def poll() -> None:
+        for index, connection in enumerate(connections):
+            if index in closed_by:
+                continue
+            try:
+                connection.request("GET", "/healthz")
+                response = connection.getresponse()
+                response.read()
+            except (OSError, http.client.HTTPException) as error:
+                closed_by[index] = f"failed: {type(error).__name__}"
+                continue
+            assert response.status == 200
+            if response.getheader("connection", "").lower() == "close":
+                closed_by[index] = "Connection: close"
+                connection.close()
+
+    try:
+        poll()
+        assert closed_by == {}
+        os.kill(server.pid, signal.SIGHUP)
+
+        def drained() -> bool:
+            poll()
+            time.sleep(0.05)  # far below DRAIN_S: each connection gets a request while drained
+            return len(closed_by) == len(connections)
+
+        wait_for(drained, "every old keep-alive connection to be closed")
+    finally:
+        for connection in connections:
+            connection.close()
+    assert set(closed_by.values()) == {"Connection: close"}, closed_by
+    server.wait_serving(exclude=old)
 
 
 def test_a_restart_whose_new_worker_dies_keeps_the_old_workers(server: Server) -> None:
