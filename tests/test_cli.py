@@ -172,6 +172,34 @@ def test_demo_without_airflow_shows_the_sample_applicant(isolated_govx_home: Pat
         assert simulator.wait(timeout=10) == 0
 
 
+@pytest.mark.postgres
+def test_db_upgrade_brings_both_postgresql_databases_to_head(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The production profile's ``govx db upgrade``: the exchange state and the license store
+    on PostgreSQL (one database here, each with its own version table), both at the code's head,
+    and again without a change."""
+    from sqlalchemy import create_engine
+
+    from exchange.migrations import MIGRATIONS
+    from license_store.migrations import current_revision, head_revision
+
+    monkeypatch.setenv("GOVX_EXCHANGE_DB_URL", postgres_url)
+    monkeypatch.setenv("GOVX_LICENSE_DB_URL", postgres_url)
+    engine = create_engine(postgres_url)
+    try:
+        assert MIGRATIONS.current_revision(engine) is None
+        assert current_revision(postgres_url) is None
+        for _ in range(2):  # the second run finds both current
+            code, output = govx("db", "upgrade")
+            assert code == 0, output
+            assert MIGRATIONS.current_revision(engine) == MIGRATIONS.head_revision()
+            assert current_revision(postgres_url) == head_revision()
+            assert output.count("current") == 2 and "postgresql" in output, output
+    finally:
+        engine.dispose()
+
+
 @pytest.mark.parametrize("args", [("db", "upgrade"), ("runs",)])
 def test_admin_commands_on_an_empty_home(args: tuple[str, ...]) -> None:
     code, output = govx(*args)
