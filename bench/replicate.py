@@ -400,6 +400,7 @@ def direct_load(files: list[Path], url: str) -> float:
             )
         }
         version_rows["content"] = [JSONText(row["content"]) for row in rows]
+        version_rows["signed"] = [row["batch_id"] is not None for row in rows]
         signed = [row for row in rows if row["batch_id"] is not None]
         batches = {row["batch_id"]: row for row in signed}
         with store._engine.begin() as conn:

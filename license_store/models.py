@@ -27,6 +27,7 @@ from __future__ import annotations
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     Date,
@@ -41,6 +42,8 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
+    text,
 )
 
 from license_store.records import MAX_NUMBER_LENGTH
@@ -125,7 +128,17 @@ license_versions = Table(
     Column("source_id", String(64), nullable=False),
     Column("run_id", String(64), nullable=False),
     Column("recorded_at", DateTime(timezone=True), nullable=False),
+    # Whether the version has its proof in ``license_proofs``, set with the proof: the signer's
+    # work list is the partial index of the versions without one, so finding them costs the
+    # versions waiting, not the table (a scan for versions without a proof read every version).
+    Column("signed", Boolean, nullable=False, server_default=false()),
     UniqueConstraint("license_base", "version"),
+    Index(
+        "ix_license_versions_unsigned",
+        "id",
+        postgresql_where=text("NOT signed"),
+        sqlite_where=text("NOT signed"),
+    ),
 )
 
 license_sequences = Table(

@@ -516,9 +516,10 @@ def _sql(dialect: str) -> dict[str, str]:
         ),
         "versions": (
             "INSERT INTO license_versions (license_base, version, license_id, content_hash, "
-            "content, source_id, run_id, recorded_at) "
+            "content, source_id, run_id, recorded_at, signed) "
             "SELECT s.license_base, s.version, s.license_id, s.content_hash, "
-            f"{content}, s.source_id, s.run_id, {at('recorded_at')} FROM govx_stage s "
+            f"{content}, s.source_id, s.run_id, {at('recorded_at')}, "
+            "s.batch_id IS NOT NULL FROM govx_stage s "  # signed: its proof comes with it
             "WHERE true ON CONFLICT (license_base, version) DO NOTHING"
         ),
         "batches": (

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Text, and_, cast, select
+from sqlalchemy import Text, and_, cast, not_, select, update
 from sqlalchemy.engine import Connection, Row
 
 from license_store.database import JSONText, bulk_insert
@@ -134,7 +134,11 @@ def select_unsigned(conn: Connection, *, after: int, limit: int) -> list[Row[Any
                 license_proofs.c.version == license_versions.c.version,
             ),
         )
-        .where(license_versions.c.id > after, license_proofs.c.license_base.is_(None))
+        .where(
+            license_versions.c.id > after,
+            not_(license_versions.c.signed),  # the partial index: the waiting versions only
+            license_proofs.c.license_base.is_(None),
+        )
         .order_by(license_versions.c.id)
         .limit(limit)
     )
@@ -164,7 +168,8 @@ def write_batch(
     rows: Sequence[Row[Any]],
     proofs: Sequence[Sequence[str]],
 ) -> str:
-    """Insert the batch and every version's proof (the caller's transaction); returns its id."""
+    """Insert the batch and every version's proof, and mark the versions signed (the caller's
+    transaction); returns the batch's id."""
     batch_id = uuid.uuid4().hex
     conn.execute(
         signature_batches.insert().values(
@@ -189,6 +194,11 @@ def write_batch(
             # steps are letters and hex digits: JSON without escaping, written as is
             "proof": [JSONText('["' + '","'.join(p) + '"]' if p else "[]") for p in proofs],
         },
+    )
+    conn.execute(
+        update(license_versions)
+        .where(license_versions.c.id.in_([row.id for row in rows]))
+        .values(signed=True)
     )
     return batch_id
 

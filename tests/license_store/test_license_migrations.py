@@ -29,7 +29,7 @@ def test_upgrade_applies_the_schema_and_reports_current(db_url: str) -> None:
     assert current_revision(db_url) is None
     assert not is_current(db_url)
     upgrade(db_url)
-    assert current_revision(db_url) == head_revision() == "0006"
+    assert current_revision(db_url) == head_revision() == "0007"
     assert is_current(db_url)
     engine = create_store_engine(db_url)
     try:

@@ -186,3 +186,76 @@ def test_versions_no_department_signs_stay_unsigned_with_a_warning(
         result = signing_store.sign_pending()
     assert (result.signed, result.no_department) == (0, 1)
     assert "left unsigned" in caplog.text
+
+
+def _signed_flags(url: str) -> dict[tuple[str, int], bool]:
+    engine = create_store_engine(url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(
+                    license_versions.c.license_base,
+                    license_versions.c.version,
+                    license_versions.c.signed,
+                )
+            )
+            return {(base, version): bool(signed) for base, version, signed in rows}
+    finally:
+        engine.dispose()
+
+
+def _proved(url: str) -> set[tuple[str, int]]:
+    engine = create_store_engine(url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(sa.select(license_proofs.c.license_base, license_proofs.c.version))
+            return {(base, version) for base, version in rows}
+    finally:
+        engine.dispose()
+
+
+def test_a_version_is_flagged_signed_exactly_when_it_has_its_proof(
+    signing_store: LicenseStore, make_record: Any, db_url: str
+) -> None:
+    """The signer's work list (``signed`` and its partial index) agrees with the proofs: new
+    versions wait, signed ones never come back, and a version of a signed license waits alone."""
+    signing_store.upsert([make_record(n) for n in range(6)])
+    assert set(_signed_flags(db_url).values()) == {False}
+    signing_store.sign_pending()
+    flags = _signed_flags(db_url)
+    assert set(flags.values()) == {True} and set(flags) == _proved(db_url)
+    signing_store.upsert([make_record(0, holder_name="改名")])
+    waiting = [key for key, signed in _signed_flags(db_url).items() if not signed]
+    assert [version for _, version in waiting] == [2]
+    assert signing_store.sign_pending().signed == 1
+    flags = _signed_flags(db_url)
+    assert all(flags.values()) and set(flags) == _proved(db_url) and len(flags) == 7
+
+
+def test_the_migration_flags_the_versions_that_already_have_a_proof(
+    signing_store: LicenseStore, make_record: Any, db_url: str
+) -> None:
+    """A store signed before revision 0007: after the downgrade and upgrade, exactly the versions
+    with a proof are flagged, and the next signing signs only the one that had none."""
+    from alembic import command
+
+    from license_store.migrations import alembic_config
+
+    signing_store.upsert([make_record(n) for n in range(4)])
+    signing_store.sign_pending()
+    signing_store.upsert([make_record(1, holder_name="改名")])  # version 2, unsigned
+    engine = create_store_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            config = alembic_config()
+            config.attributes["connection"] = conn
+            command.downgrade(config, "0006")
+        with engine.begin() as conn:
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")
+    finally:
+        engine.dispose()
+    flags = _signed_flags(db_url)
+    assert {key for key, signed in flags.items() if signed} == _proved(db_url)
+    assert sorted(version for (_, version), signed in flags.items() if not signed) == [2]
+    assert signing_store.sign_pending().signed == 1
