@@ -5,7 +5,12 @@ each sync's signing step read the whole history (on 10 million versions, seconds
 flag is set with the proof (by the signer, and by a replicated package's apply); the partial
 index ``ix_license_versions_unsigned`` holds only the versions still to sign.
 
-The upgrade marks every version that has a proof: one pass over ``license_versions``.
+Flagging the versions that already have a proof must not rewrite the table: on a province store
+that is hundreds of millions of rows (and as much free disk again). On PostgreSQL the column is
+added with ``DEFAULT true``, which existing rows read without a rewrite (a "fast default"), the
+default for new rows then becomes ``false``, and only the versions without a proof (the signer's
+backlog: few) are updated. SQLite has no way to change a column's default in place, so there the
+column comes with ``DEFAULT 0`` and the proved versions are updated (a county-sized store).
 
 Revision ID: 0007
 Revises: 0006
@@ -26,18 +31,27 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
+PROVED = (
+    "EXISTS (SELECT 1 FROM license_proofs p WHERE p.license_base = license_versions.license_base "
+    "AND p.version = license_versions.version)"
+)
+
+
 def upgrade() -> None:
-    op.add_column(
-        "license_versions",
-        sa.Column("signed", sa.Boolean(), nullable=False, server_default=sa.false()),
-    )
-    op.execute(
-        "UPDATE license_versions SET signed = "
-        + ("true" if op.get_bind().dialect.name == "postgresql" else "1")
-        + " WHERE EXISTS (SELECT 1 FROM license_proofs p "
-        "WHERE p.license_base = license_versions.license_base "
-        "AND p.version = license_versions.version)"
-    )
+    if op.get_bind().dialect.name == "postgresql":
+        op.add_column(
+            "license_versions",
+            sa.Column("signed", sa.Boolean(), nullable=False, server_default=sa.true()),
+        )
+        op.alter_column("license_versions", "signed", server_default=sa.false())
+        op.execute("SET LOCAL work_mem = '256MB'")  # the anti-join of every version, once
+        op.execute(f"UPDATE license_versions SET signed = false WHERE NOT {PROVED}")
+    else:
+        op.add_column(
+            "license_versions",
+            sa.Column("signed", sa.Boolean(), nullable=False, server_default=sa.false()),
+        )
+        op.execute(f"UPDATE license_versions SET signed = 1 WHERE {PROVED}")
     op.create_index(
         "ix_license_versions_unsigned",
         "license_versions",
