@@ -132,9 +132,6 @@ def complete_history(url: str) -> tuple[int, float]:
     engine = create_store_engine(url)
     try:
         with engine.begin() as conn:
-            has_signed = "signed" in {
-                c["name"] for c in sa.inspect(conn).get_columns("license_versions")
-            }
             now = "now()" if pg else "strftime('%Y-%m-%d %H:%M:%f', 'now')"
             conn.execute(
                 sa.text(
@@ -152,13 +149,13 @@ def complete_history(url: str) -> tuple[int, float]:
                 + ", ".join(f"'{n}', l.{n}" for n in fields)
                 + ", 'face', json(l.face))"
             )
-            signed = (", signed", ", true" if pg else ", 1") if has_signed else ("", "")
             added = conn.execute(
                 sa.text(
                     "INSERT INTO license_versions (license_base, version, license_id, "
-                    f"content_hash, content, source_id, run_id, recorded_at{signed[0]}) "
+                    "content_hash, content, source_id, run_id, recorded_at, signed) "
                     "SELECT l.license_base, l.version, l.license_id, l.content_hash, "
-                    f"{content}, l.source_id, l.run_id, l.updated_at{signed[1]} FROM licenses l "
+                    f"{content}, l.source_id, l.run_id, l.updated_at, {'true' if pg else '1'} "
+                    "FROM licenses l "
                     "WHERE NOT EXISTS (SELECT 1 FROM license_versions v "
                     "WHERE v.license_base = l.license_base)"
                 )
@@ -169,8 +166,7 @@ def complete_history(url: str) -> tuple[int, float]:
                     "INSERT INTO license_proofs (license_base, version, batch_id, leaf_index, "
                     f"proof) SELECT v.license_base, v.version, :batch, 0, {proof} "
                     "FROM license_versions v WHERE NOT EXISTS (SELECT 1 FROM license_proofs p "
-                    "WHERE p.license_base = v.license_base AND p.version = v.version)"
-                    + (" AND v.signed" if has_signed else "")
+                    "WHERE p.license_base = v.license_base AND p.version = v.version) AND v.signed"
                 ),
                 {"batch": _PRELOADED_BATCH, "proof": _PRELOADED_PROOF},
             )

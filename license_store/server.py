@@ -15,16 +15,16 @@ one that dies (on a fresh socket: the connections queued on the dead worker's so
 with it), and on SIGTERM or SIGINT stops them all (each finishes the requests in flight,
 uvicorn's graceful shutdown). SIGHUP restarts the workers one at a time: the new worker serves
 on the slot's socket next to the old one before the old one stops, and the socket itself never
-closes, so no new connection is refused or reset through a release or a configuration change
-(a stopping worker answers the requests it has accepted and closes its idle keep-alive
-connections, as any HTTP server). If a new worker does not start, the restart stops there and
-the running workers keep serving.
+closes, so no new connection is refused or reset through a release or a configuration change.
+If a new worker does not start, the restart stops there and the running workers keep serving.
 
-A stopping worker drains its keep-alive connections rather than closing them idle: for up to
-:data:`DRAIN_S` it answers the next request on each with ``Connection: close``, so the client
-opens its next connection to a serving worker. Closing an idle keep-alive connection outright
-races a client that is sending on it at that moment, and that request fails (measured: 2 of
-7,934 reads over four restarts, with six readers that do not retry).
+A stopping worker answers the requests it has accepted and drains its keep-alive connections
+rather than closing them idle: for up to :data:`DRAIN_S` it answers the next request on each
+with ``Connection: close``, so the client opens its next connection to a serving worker.
+Closing an idle keep-alive connection outright races a client that is sending on it at that
+moment, and that request fails (measured: 2 of 7,934 reads over four restarts, with six readers
+that do not retry).
+
 Linux only (``SO_REUSEPORT`` load balancing).
 """
 

@@ -38,19 +38,21 @@ PROVED = (
 
 
 def upgrade() -> None:
-    if op.get_bind().dialect.name == "postgresql":
-        op.add_column(
-            "license_versions",
-            sa.Column("signed", sa.Boolean(), nullable=False, server_default=sa.true()),
-        )
+    postgresql = op.get_bind().dialect.name == "postgresql"
+    op.add_column(
+        "license_versions",
+        sa.Column(
+            "signed",
+            sa.Boolean(),
+            nullable=False,
+            server_default=sa.true() if postgresql else sa.false(),
+        ),
+    )
+    if postgresql:
         op.alter_column("license_versions", "signed", server_default=sa.false())
         op.execute("SET LOCAL work_mem = '256MB'")  # the anti-join of every version, once
         op.execute(f"UPDATE license_versions SET signed = false WHERE NOT {PROVED}")
     else:
-        op.add_column(
-            "license_versions",
-            sa.Column("signed", sa.Boolean(), nullable=False, server_default=sa.false()),
-        )
         op.execute(f"UPDATE license_versions SET signed = 1 WHERE {PROVED}")
     op.create_index(
         "ix_license_versions_unsigned",
